@@ -23,3 +23,4 @@
 extern crate std;
 
 pub mod codec;
+pub mod fec;
