@@ -23,4 +23,6 @@
 extern crate std;
 
 pub mod codec;
+pub mod crypto;
 pub mod fec;
+pub mod gps_time;
