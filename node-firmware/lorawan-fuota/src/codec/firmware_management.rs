@@ -12,8 +12,7 @@
 //! | 0x05 | DevDeleteImageReq: version(u32) | DevDeleteImageAns: error bits |
 
 use super::{
-    Command, DecodeError, EncodeError, Package, PackageVersion, PackageVersionAns, Reader,
-    Writer,
+    Command, DecodeError, EncodeError, Package, PackageVersion, PackageVersionAns, Reader, Writer,
 };
 
 const CID_PACKAGE_VERSION: u8 = 0x00;
@@ -260,7 +259,10 @@ mod tests {
             Ok(Uplink::DevUpgradeImageAns(UpgradeImageStatus::NoImage))
         );
         let truncated = Uplink::decode_single(&[0x04, 0x03, 0x01], PackageVersion::V1);
-        assert!(matches!(truncated, Err(DecodeError::Truncated { cid: 4, .. })));
+        assert!(matches!(
+            truncated,
+            Err(DecodeError::Truncated { cid: 4, .. })
+        ));
     }
 
     #[test]
