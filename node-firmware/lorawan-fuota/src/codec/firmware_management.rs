@@ -122,7 +122,7 @@ pub enum Uplink {
     },
 }
 
-impl Command for Downlink {
+impl Command<'_> for Downlink {
     const PACKAGE: Package = Package::FirmwareManagement;
 
     fn decode(r: &mut Reader<'_>, _version: PackageVersion) -> Result<Self, DecodeError> {
@@ -164,7 +164,7 @@ impl Command for Downlink {
     }
 }
 
-impl Command for Uplink {
+impl Command<'_> for Uplink {
     const PACKAGE: Package = Package::FirmwareManagement;
 
     fn decode(r: &mut Reader<'_>, _version: PackageVersion) -> Result<Self, DecodeError> {

@@ -19,7 +19,10 @@
 
 use core::fmt;
 
+pub mod clock_sync;
 pub mod firmware_management;
+pub mod fragmentation;
+pub mod multicast_setup;
 
 /// The four application-layer packages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -404,6 +407,17 @@ impl<'a> Reader<'a> {
     pub fn peek(&self, n: usize) -> Option<&'a [u8]> {
         self.bytes.get(self.position..self.position + n)
     }
+
+    /// True when the frame ends with exactly 3 more bytes that are not this package's
+    /// PackageVersionAns (`00 <id> <version>`): the optional 3-byte tail that some
+    /// implementations append to 1-byte answers (reference §7 items 1, 2, 4).
+    pub fn optional_tail_of_3_remains(&self) -> bool {
+        match self.peek(3) {
+            Some([0x00, id, _]) if self.remaining() == 3 => *id != self.package.identifier(),
+            Some(_) => self.remaining() == 3,
+            None => false,
+        }
+    }
 }
 
 /// Little-endian writer into a caller-provided buffer.
@@ -485,12 +499,17 @@ pub fn check_bits(value: u32, bits: u32, field: &'static str) -> Result<(), Enco
 }
 
 /// One command of a package, in one direction.
-pub trait Command: Sized {
+///
+/// `'a` is the lifetime of the payload being decoded: a command may borrow from it
+/// (TS004 DataFragment keeps its fragment bytes as a slice of the frame, no copy).
+/// Commands that own all their fields implement it for every lifetime
+/// (`impl Command<'_> for ...`).
+pub trait Command<'a>: Sized {
     /// The package this command belongs to.
     const PACKAGE: Package;
 
     /// Decodes one command (CID included) from `reader`, for the negotiated `version`.
-    fn decode(reader: &mut Reader<'_>, version: PackageVersion) -> Result<Self, DecodeError>;
+    fn decode(reader: &mut Reader<'a>, version: PackageVersion) -> Result<Self, DecodeError>;
 
     /// Appends this command (CID included) to `writer`.
     fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError>;
@@ -503,7 +522,7 @@ pub trait Command: Sized {
     }
 
     /// Decodes a payload that must hold exactly this one command.
-    fn decode_single(payload: &[u8], version: PackageVersion) -> Result<Self, DecodeError> {
+    fn decode_single(payload: &'a [u8], version: PackageVersion) -> Result<Self, DecodeError> {
         let mut reader = Reader::new(payload, Self::PACKAGE);
         let command = Self::decode(&mut reader, version)?;
         if reader.is_empty() {
@@ -523,7 +542,7 @@ pub struct Commands<'a, C> {
     _command: core::marker::PhantomData<C>,
 }
 
-impl<C: Command> Iterator for Commands<'_, C> {
+impl<'a, C: Command<'a>> Iterator for Commands<'a, C> {
     type Item = Result<C, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -538,7 +557,10 @@ impl<C: Command> Iterator for Commands<'_, C> {
 
 /// Decodes every command of an FRMPayload in order; the iterator yields one error and
 /// stops at the first command that cannot be decoded.
-pub fn decode_all<C: Command>(payload: &[u8], version: PackageVersion) -> Commands<'_, C> {
+pub fn decode_all<'a, C: Command<'a>>(
+    payload: &'a [u8],
+    version: PackageVersion,
+) -> Commands<'a, C> {
     Commands {
         reader: Reader::new(payload, C::PACKAGE),
         version,
@@ -548,7 +570,10 @@ pub fn decode_all<C: Command>(payload: &[u8], version: PackageVersion) -> Comman
 }
 
 /// Encodes `commands` one after the other into `out`, returning the total length.
-pub fn encode_all<C: Command>(commands: &[C], out: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn encode_all<'a, C: Command<'a>>(
+    commands: &[C],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let mut writer = Writer::new(out);
     for command in commands {
         command.encode(&mut writer)?;
