@@ -26,3 +26,4 @@ pub mod codec;
 pub mod crypto;
 pub mod fec;
 pub mod gps_time;
+pub mod image;

@@ -16,7 +16,11 @@ fuzz_target!(|input: &[u8]| {
     let [shape, m_byte, l_byte, rest @ ..] = input else {
         return;
     };
-    let version = if shape & 1 == 0 { PackageVersion::V1 } else { PackageVersion::V2 };
+    let version = if shape & 1 == 0 {
+        PackageVersion::V1
+    } else {
+        PackageVersion::V2
+    };
     let frag_size = [1usize, 2, 5, 8, 10, 13, 48, 50][usize::from(shape >> 1 & 7)];
     let nb_frag = usize::from(*m_byte % 64) + 1;
     let max_lost = u16::from(*l_byte % 70);
