@@ -415,15 +415,14 @@ impl<'a> Command<'a> for Downlink<'a> {
 fn decode_status_answer_v2(r: &mut Reader<'_>) -> Result<Uplink, DecodeError> {
     let status = r.u8()?;
     let session_does_not_exist = status & 0x04 != 0;
-    let reception =
-        if !session_does_not_exist
-            || r.optional_tail_of_3_remains()
-            || r.peek(3) == Some(&[0, 0, 0][..])
-        {
-            Some(ReceptionStatus::decode(r)?)
-        } else {
-            None
-        };
+    let reception = if !session_does_not_exist
+        || r.optional_tail_of_3_remains()
+        || r.peek(3) == Some(&[0, 0, 0][..])
+    {
+        Some(ReceptionStatus::decode(r)?)
+    } else {
+        None
+    };
     Ok(Uplink::FragSessionStatusAnsV2 {
         memory_error: status & 0x01 != 0,
         mic_error: status & 0x02 != 0,
