@@ -255,7 +255,7 @@ pub enum Uplink {
 
 /// Converts a frequency in Hz to DLFreq units, refusing what the field cannot carry.
 fn frequency_to_wire(frequency_hz: u32) -> Result<u32, EncodeError> {
-    if frequency_hz % FREQUENCY_STEP_HZ != 0 {
+    if !frequency_hz.is_multiple_of(FREQUENCY_STEP_HZ) {
         return Err(EncodeError::InvalidField {
             field: "DLFreq",
             reason: "frequency is not a multiple of 100 Hz",

@@ -278,7 +278,7 @@ impl Layout {
         let m = usize::from(config.nb_frag);
         let l = usize::from(config.max_lost.min(config.nb_frag));
         let s = usize::from(config.frag_size);
-        let held_capacity = if s % granule == 0 {
+        let held_capacity = if s.is_multiple_of(granule) {
             0
         } else {
             (2 * l + 2).min(m + 1)
@@ -808,8 +808,8 @@ where
         let start = column * self.frag_size;
         let end = start + self.frag_size;
         let (first, last) = (start / g, (end - 1) / g);
-        let start_partial = start % g != 0;
-        let end_partial = end % g != 0;
+        let start_partial = !start.is_multiple_of(g);
+        let end_partial = !end.is_multiple_of(g);
         if first == last {
             [(start_partial || end_partial).then_some(first), None]
         } else {

@@ -103,7 +103,7 @@ impl FlashRegion for SliceFlash<'_> {
     }
 
     fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), Self::Error> {
-        if offset % self.granule != 0 || data.len() % self.granule != 0 {
+        if !offset.is_multiple_of(self.granule) || !data.len().is_multiple_of(self.granule) {
             return Err(SliceFlashError::Misaligned {
                 offset,
                 length: data.len(),

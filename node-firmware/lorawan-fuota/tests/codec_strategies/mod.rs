@@ -207,7 +207,10 @@ pub fn session_ans(
                     AnswerForm::Lrwn => !(dr_error || freq_error || undefined),
                 };
                 if with_time {
-                    answer.time_to_start = Some(time);
+                    // An optional tail on an error answer that reads `00 02 ..` is this
+                    // package's own PackageVersionAns to the decoder, by design.
+                    let ambiguous = !answer.accepted() && time & 0xFFFF == 0x0200;
+                    answer.time_to_start = Some(if ambiguous { time | 1 } else { time });
                 }
                 answer
             },
@@ -391,6 +394,15 @@ pub fn frag_uplink(
                         AnswerForm::Any => !session_does_not_exist || tail,
                         AnswerForm::Lrwn => true,
                     };
+                    // An optional tail that reads `00 03 ..` is TS004's own
+                    // PackageVersionAns to the decoder, by design.
+                    let mut reception = reception;
+                    if session_does_not_exist
+                        && reception.frag_index == 0
+                        && reception.nb_frag_received == 0x300
+                    {
+                        reception.nb_frag_received = 0x301;
+                    }
                     Uplink::FragSessionStatusAnsV2 {
                         memory_error,
                         mic_error,

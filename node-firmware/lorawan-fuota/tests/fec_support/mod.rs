@@ -70,7 +70,7 @@ impl FlashRegion for &mut CheckedFlash {
     }
 
     fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), Self::Error> {
-        if offset % self.granule != 0 || data.len() % self.granule != 0 {
+        if !offset.is_multiple_of(self.granule) || !data.len().is_multiple_of(self.granule) {
             return Err(CheckedFlashError::Misaligned {
                 offset,
                 length: data.len(),
