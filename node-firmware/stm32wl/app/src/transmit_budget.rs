@@ -1,0 +1,115 @@
+//! When this device may transmit next: the EU868 duty cycle and the join-request backoff.
+//!
+//! lorawan-device transmits whenever it is asked to and enforces neither, so the main loop
+//! asks this budget first.
+//!
+//! - Duty cycle: every transmission is followed by an off time of 99 times its airtime,
+//!   device-wide. Every EU868 default channel and every channel a CFList can add lies in a
+//!   1 % sub-band, so this keeps each sub-band within its limit (conservatively: the budget
+//!   is shared instead of per sub-band).
+//! - Join backoff (LoRaWAN 1.0.4 §7, aggregated duty cycle of join requests): 1 % during the
+//!   first hour after the first attempt, 0.1 % up to hour 11, 0.01 % afterwards, each off
+//!   time stretched by up to half again at random so that devices that lost power together
+//!   do not retry in lockstep.
+//!
+//! Airtime is computed for the frame's worst case (full FOpts) at the data rate in use.
+use embassy_time::{Duration, Instant, Timer};
+use lora_modulation::{Bandwidth, BaseBandModulationParams, CodingRate, SpreadingFactor};
+use lorawan_device::async_device::DR;
+
+/// PHYPayload length of a join request: MHDR, JoinEUI, DevEUI, DevNonce, MIC.
+const JOIN_REQUEST_LEN: usize = 1 + 8 + 8 + 2 + 4;
+/// PHYPayload overhead of a data uplink with the longest FOpts: MHDR, FHDR (7 + 15), FPort, MIC.
+const DATA_UPLINK_OVERHEAD: usize = 1 + 7 + 15 + 1 + 4;
+/// LoRaWAN preamble length in symbols.
+const PREAMBLE_SYMBOLS: u8 = 8;
+
+pub struct TransmitBudget {
+    next_transmission: Instant,
+    first_join_attempt: Option<Instant>,
+    jitter: XorShift32,
+}
+
+impl TransmitBudget {
+    /// `jitter_seed` should come from a true RNG, so that devices draw different jitter.
+    pub fn new(jitter_seed: u32) -> Self {
+        Self {
+            next_transmission: Instant::now(),
+            first_join_attempt: None,
+            jitter: XorShift32(jitter_seed | 1),
+        }
+    }
+
+    /// Earliest instant of the next transmission.
+    pub fn next_transmission(&self) -> Instant {
+        self.next_transmission
+    }
+
+    /// Waits until the next transmission is allowed.
+    pub async fn wait_for_turn(&self) {
+        Timer::at(self.next_transmission).await
+    }
+
+    /// Records a join request that ended (its RX windows included) at `finished`. An accepted
+    /// one only costs the 1 % off time and ends the backoff, so that the next join (after a
+    /// session loss) starts a new one.
+    pub fn record_join_request(&mut self, finished: Instant, data_rate: DR, accepted: bool) {
+        let airtime = airtime(data_rate, JOIN_REQUEST_LEN);
+        if accepted {
+            self.first_join_attempt = None;
+            self.next_transmission = finished + airtime * 99;
+            return;
+        }
+        let first_attempt = *self.first_join_attempt.get_or_insert(finished);
+        let hours_since_first = (finished - first_attempt).as_secs() / 3600;
+        let duty_cycle_divisor: u32 = match hours_since_first {
+            0 => 100,
+            1..=10 => 1_000,
+            _ => 10_000,
+        };
+        let off_time = airtime * (duty_cycle_divisor - 1);
+        let jitter_ms = u64::from(self.jitter.next()) % (off_time.as_millis() / 2 + 1);
+        self.next_transmission = finished + off_time + Duration::from_millis(jitter_ms);
+    }
+
+    /// Records a data uplink carrying `app_payload_len` bytes that ended at `finished`.
+    pub fn record_uplink(&mut self, finished: Instant, data_rate: DR, app_payload_len: usize) {
+        let off_time = airtime(data_rate, DATA_UPLINK_OVERHEAD + app_payload_len) * 99;
+        self.next_transmission = self.next_transmission.max(finished + off_time);
+    }
+}
+
+/// Time on air of a `phy_payload_len`-byte uplink at an EU868 data rate. Data rates without a
+/// LoRa modulation here (FSK, LR-FHSS) count as the slowest one, DR0.
+fn airtime(data_rate: DR, phy_payload_len: usize) -> Duration {
+    let (spreading_factor, bandwidth) = match data_rate {
+        DR::_1 => (SpreadingFactor::_11, Bandwidth::_125KHz),
+        DR::_2 => (SpreadingFactor::_10, Bandwidth::_125KHz),
+        DR::_3 => (SpreadingFactor::_9, Bandwidth::_125KHz),
+        DR::_4 => (SpreadingFactor::_8, Bandwidth::_125KHz),
+        DR::_5 => (SpreadingFactor::_7, Bandwidth::_125KHz),
+        DR::_6 => (SpreadingFactor::_7, Bandwidth::_250KHz),
+        _ => (SpreadingFactor::_12, Bandwidth::_125KHz),
+    };
+    let modulation = BaseBandModulationParams::new(spreading_factor, bandwidth, CodingRate::_4_5);
+    let len = u8::try_from(phy_payload_len).unwrap_or(u8::MAX);
+    Duration::from_micros(u64::from(modulation.time_on_air_us(
+        Some(PREAMBLE_SYMBOLS),
+        true,
+        len,
+    )))
+}
+
+/// Marsaglia's xorshift: enough to spread retries, not for anything secret.
+struct XorShift32(u32);
+
+impl XorShift32 {
+    fn next(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+}
