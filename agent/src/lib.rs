@@ -5,4 +5,9 @@
 //! other traffic through to an upstream network server, and syncs results upstream.
 //! One folder per concern (design.md §2); each module's doc says what it owns.
 
+pub mod clock;
+pub mod config;
+pub mod identifiers;
 pub mod lorawan;
+pub mod packet_forwarder;
+pub mod storage;

@@ -1,0 +1,333 @@
+//! The agent's configuration file (`/etc/fuota-agent/agent.toml`): its sections, their
+//! defaults, validation, and the commented template that `fuota-agent configfile` prints.
+//!
+//! The template (`etc/fuota-agent/agent.toml` in the repository, embedded here) lists
+//! every option the agent reads with its default; a test keeps the two in step. Loading
+//! is strict: unknown keys, wrong types and invalid values are errors that name the key
+//! and its line ([`InvalidConfig`]), so `fuota-agent check-config` can tell an operator
+//! exactly what to fix and the daemon never starts on a half-understood file.
+//!
+//! Parsing happens in two layers: private `Raw*` structs that mirror the file (with
+//! spans, for messages about values that parse but are not allowed), then validation
+//! into the public [`Config`].
+
+mod error;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+pub use error::{ConfigError, InvalidConfig};
+
+use crate::identifiers::GatewayEui;
+
+/// The commented configuration template, every option with its default.
+pub const TEMPLATE: &str = include_str!("../../../etc/fuota-agent/agent.toml");
+
+/// Where the agent looks for its configuration when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fuota-agent/agent.toml";
+
+/// Default database path.
+pub const DEFAULT_DATABASE_PATH: &str = "/var/lib/fuota-agent/agent.db";
+
+/// Default packet-forwarder bind address: loopback only (the protocol is unauthenticated).
+pub const DEFAULT_PACKET_FORWARDER_BIND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1700);
+
+/// Default TX_ACK timeout in milliseconds.
+pub const DEFAULT_TX_ACK_TIMEOUT_MS: u64 = 2_000;
+
+/// Upper bound of `tx_ack_timeout_ms`.
+pub const MAX_TX_ACK_TIMEOUT_MS: u64 = 60_000;
+
+/// Default log level.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[packet_forwarder]`
+    pub packet_forwarder: PacketForwarderConfig,
+    /// `[logging]`
+    pub logging: LoggingConfig,
+}
+
+/// `[storage]`: the SQLite database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `database`: absolute path of the SQLite file.
+    pub database: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            database: PathBuf::from(DEFAULT_DATABASE_PATH),
+        }
+    }
+}
+
+/// `[packet_forwarder]`: the Semtech UDP link to the gateway's packet forwarder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketForwarderConfig {
+    /// `bind`: the UDP address to listen on.
+    pub bind: SocketAddr,
+    /// `gateway_euis`: the gateways allowed to talk to the agent; empty means any gateway
+    /// (only accepted with a loopback `bind`).
+    pub gateway_euis: Vec<GatewayEui>,
+    /// `tx_ack_timeout_ms`: how long a downlink waits for its TX_ACK.
+    pub tx_ack_timeout: Duration,
+}
+
+impl Default for PacketForwarderConfig {
+    fn default() -> Self {
+        PacketForwarderConfig {
+            bind: DEFAULT_PACKET_FORWARDER_BIND,
+            gateway_euis: Vec::new(),
+            tx_ack_timeout: Duration::from_millis(DEFAULT_TX_ACK_TIMEOUT_MS),
+        }
+    }
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// `level`: a level name or `tracing` filter directives.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: DEFAULT_LOG_LEVEL.to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&source, &path.display().to_string())
+    }
+
+    /// Parses and validates `source`; `origin` names it in messages (a path).
+    pub fn parse(source: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(source)
+            .map_err(|error| InvalidConfig::at(origin, source, error.span(), error.message()))?;
+        raw.validate().map_err(|(span, message)| {
+            InvalidConfig::at(origin, source, Some(span), message).into()
+        })
+    }
+}
+
+/// A validation failure: the span of the offending value and the message.
+type Rejection = (std::ops::Range<usize>, String);
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    packet_forwarder: RawPacketForwarder,
+    #[serde(default)]
+    logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    database: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPacketForwarder {
+    bind: Option<Spanned<BindAddress>>,
+    gateway_euis: Option<Vec<Spanned<String>>>,
+    tx_ack_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    level: Option<Spanned<String>>,
+}
+
+/// A socket address with a message that says what is expected.
+#[derive(Debug, Clone, Copy)]
+struct BindAddress(SocketAddr);
+
+impl<'de> Deserialize<'de> for BindAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(BindAddress).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid address {text:?}: expected IP:port, e.g. \"127.0.0.1:1700\" or \"[::1]:1700\""
+            ))
+        })
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Rejection> {
+        Ok(Config {
+            storage: self.storage.validate()?,
+            packet_forwarder: self.packet_forwarder.validate()?,
+            logging: self.logging.validate()?,
+        })
+    }
+}
+
+impl RawStorage {
+    fn validate(self) -> Result<StorageConfig, Rejection> {
+        let Some(database) = self.database else {
+            return Ok(StorageConfig::default());
+        };
+        let span = database.span();
+        let path = database.into_inner();
+        if path.as_os_str().is_empty() {
+            return Err((span, "must not be empty".into()));
+        }
+        if !path.is_absolute() {
+            return Err((
+                span,
+                format!(
+                    "{:?} is a relative path; use an absolute path (the service runs with \"/\" as its working directory)",
+                    path.display().to_string()
+                ),
+            ));
+        }
+        Ok(StorageConfig { database: path })
+    }
+}
+
+impl RawPacketForwarder {
+    fn validate(self) -> Result<PacketForwarderConfig, Rejection> {
+        let mut gateway_euis: Vec<GatewayEui> = Vec::new();
+        for text in self.gateway_euis.unwrap_or_default() {
+            // Parsed here, not by serde: toml would point a custom error at the whole
+            // array instead of the element.
+            let eui: GatewayEui = text.get_ref().parse().map_err(|error| {
+                (
+                    text.span(),
+                    format!("invalid gateway EUI {:?}: {error}", text.get_ref()),
+                )
+            })?;
+            if gateway_euis.contains(&eui) {
+                return Err((text.span(), format!("gateway EUI {eui} is listed twice")));
+            }
+            gateway_euis.push(eui);
+        }
+
+        let bind = match self.bind {
+            None => DEFAULT_PACKET_FORWARDER_BIND,
+            Some(bind) => {
+                let address = bind.get_ref().0;
+                if !address.ip().is_loopback() && gateway_euis.is_empty() {
+                    return Err((
+                        bind.span(),
+                        format!(
+                            "{address} is not a loopback address, so any host on the network could \
+                             act as a gateway: list the allowed gateways in `gateway_euis`"
+                        ),
+                    ));
+                }
+                address
+            }
+        };
+
+        let tx_ack_timeout = match self.tx_ack_timeout_ms {
+            None => Duration::from_millis(DEFAULT_TX_ACK_TIMEOUT_MS),
+            Some(timeout) => {
+                let millis = *timeout.get_ref();
+                if !(1..=MAX_TX_ACK_TIMEOUT_MS).contains(&millis) {
+                    return Err((
+                        timeout.span(),
+                        format!("{millis} is out of range: expected 1 to {MAX_TX_ACK_TIMEOUT_MS} milliseconds"),
+                    ));
+                }
+                Duration::from_millis(millis)
+            }
+        };
+
+        Ok(PacketForwarderConfig {
+            bind,
+            gateway_euis,
+            tx_ack_timeout,
+        })
+    }
+}
+
+impl RawLogging {
+    fn validate(self) -> Result<LoggingConfig, Rejection> {
+        let Some(level) = self.level else {
+            return Ok(LoggingConfig::default());
+        };
+        let span = level.span();
+        let text = level.into_inner();
+        let is_directive_list = text.contains('=') || text.contains(',');
+        let valid = if is_directive_list {
+            tracing_subscriber::EnvFilter::try_new(&text).is_ok()
+        } else {
+            LOG_LEVELS.contains(&text.trim().to_ascii_lowercase().as_str())
+        };
+        if !valid {
+            return Err((
+                span,
+                format!(
+                    "invalid log level {text:?}: expected one of {} or tracing directives such as \"info,fuota_agent=debug\"",
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
+        Ok(LoggingConfig { level: text })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_parses_to_the_defaults() {
+        let config = Config::parse(TEMPLATE, "template").unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn every_default_in_the_template_is_the_default_in_the_code() {
+        // Uncomment every "#key = value" line: the documented defaults must parse to the
+        // same configuration as the empty file.
+        let uncommented: String = TEMPLATE
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            uncommented.contains("\nbind = "),
+            "template lost its options"
+        );
+        let config = Config::parse(&uncommented, "uncommented template").unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default_configuration() {
+        assert_eq!(Config::parse("", "empty").unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,122 @@
+//! The database schema as numbered migrations, and the code that applies them.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`; the version lives in
+//! SQLite's `user_version` pragma. Each migration runs in its own transaction together
+//! with the `user_version` update, so a crash mid-upgrade leaves the database at the
+//! previous version, never in between. Migrations are append-only: a released migration
+//! is never edited, a change is a new entry.
+//!
+//! Conventions: tables are `STRICT`; EUIs and DevAddrs are lower-case hexadecimal text
+//! (readable with the `sqlite3` shell), keys are 16-byte blobs, times are Unix
+//! milliseconds.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StorageError;
+
+/// Every migration, in order. The schema version is the number applied.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: devices, sessions with FCntDown reservation, DevNonces seen, the event log.
+    r#"
+    CREATE TABLE devices (
+        dev_eui          TEXT PRIMARY KEY CHECK (length(dev_eui) = 16),
+        join_eui         TEXT NOT NULL CHECK (length(join_eui) = 16),
+        -- OTAA root keys; NULL for ABP-only devices. nwk_key is LoRaWAN 1.1 only.
+        app_key          BLOB CHECK (app_key IS NULL OR length(app_key) = 16),
+        nwk_key          BLOB CHECK (nwk_key IS NULL OR length(nwk_key) = 16),
+        -- TS005 multicast key derivation (McRootKey from GenAppKey on 1.0.x devices).
+        gen_app_key      BLOB CHECK (gen_app_key IS NULL OR length(gen_app_key) = 16),
+        mac_version      TEXT NOT NULL CHECK (mac_version IN ('1.0.2', '1.0.3', '1.0.4', '1.1')),
+        class            TEXT NOT NULL DEFAULT 'A' CHECK (class IN ('A', 'B', 'C')),
+        hardware_version TEXT,
+        firmware_version TEXT,
+        -- JSON object of string tags.
+        tags             TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(tags)),
+        created_at_ms    INTEGER NOT NULL,
+        updated_at_ms    INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE device_sessions (
+        dev_eui             TEXT PRIMARY KEY REFERENCES devices (dev_eui) ON DELETE CASCADE,
+        dev_addr            TEXT NOT NULL CHECK (length(dev_addr) = 8),
+        -- LoRaWAN 1.0.x NwkSKey (in 1.1: FNwkSIntKey).
+        nwk_s_key           BLOB NOT NULL CHECK (length(nwk_s_key) = 16),
+        -- LoRaWAN 1.1 only.
+        s_nwk_s_int_key     BLOB CHECK (s_nwk_s_int_key IS NULL OR length(s_nwk_s_int_key) = 16),
+        nwk_s_enc_key       BLOB CHECK (nwk_s_enc_key IS NULL OR length(nwk_s_enc_key) = 16),
+        app_s_key           BLOB NOT NULL CHECK (length(app_s_key) = 16),
+        -- Last uplink FCnt accepted (32-bit, rollover handled by the network server);
+        -- NULL before the first uplink of the session.
+        last_f_cnt_up       INTEGER CHECK (last_f_cnt_up BETWEEN 0 AND 4294967295),
+        -- Next FCntDown known to be unused as of the last write (informational).
+        n_f_cnt_down        INTEGER NOT NULL DEFAULT 0 CHECK (n_f_cnt_down BETWEEN 0 AND 4294967296),
+        -- High-water mark: every FCntDown ever handed out is below it. Written (and
+        -- synced) before a value at or above the previous mark is used; on start, the
+        -- next FCntDown is this mark.
+        f_cnt_down_reserved INTEGER NOT NULL DEFAULT 0 CHECK (f_cnt_down_reserved BETWEEN 0 AND 4294967296),
+        created_at_ms       INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX device_sessions_by_dev_addr ON device_sessions (dev_addr);
+
+    CREATE TABLE dev_nonces (
+        dev_eui       TEXT NOT NULL REFERENCES devices (dev_eui) ON DELETE CASCADE,
+        join_eui      TEXT NOT NULL CHECK (length(join_eui) = 16),
+        dev_nonce     INTEGER NOT NULL CHECK (dev_nonce BETWEEN 0 AND 65535),
+        seen_at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (dev_eui, join_eui, dev_nonce)
+    ) STRICT;
+
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY,
+        time_ms      INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        dev_eui      TEXT,
+        gateway_eui  TEXT,
+        payload      TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(payload))
+    ) STRICT;
+    CREATE INDEX events_by_device ON events (dev_eui, id) WHERE dev_eui IS NOT NULL;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The database's schema version.
+pub fn schema_version(connection: &Connection) -> Result<u32, StorageError> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(StorageError::sql("reading the schema version"))?;
+    u32::try_from(version).map_err(|_| StorageError::UnknownSchemaVersion {
+        found: version,
+        supported: SCHEMA_VERSION,
+    })
+}
+
+/// Applies every migration the database lacks, one transaction each; returns the
+/// versions before and after. A database newer than this build is refused.
+pub fn migrate(connection: &mut Connection) -> Result<(u32, u32), StorageError> {
+    let before = schema_version(connection)?;
+    if before > SCHEMA_VERSION {
+        return Err(StorageError::UnknownSchemaVersion {
+            found: i64::from(before),
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(before as usize) {
+        let version = index + 1;
+        let context = format!("applying schema migration {version}");
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(StorageError::sql_owned(context.clone()))?;
+        transaction
+            .execute_batch(sql)
+            .map_err(StorageError::sql_owned(context.clone()))?;
+        transaction
+            .pragma_update(None, "user_version", version as i64)
+            .map_err(StorageError::sql_owned(context.clone()))?;
+        transaction
+            .commit()
+            .map_err(StorageError::sql_owned(context))?;
+    }
+    Ok((before, SCHEMA_VERSION))
+}

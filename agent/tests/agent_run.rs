@@ -1,0 +1,106 @@
+//! `fuota-agent run` end to end: the daemon opens its database, binds the
+//! packet-forwarder socket on loopback, acknowledges a PUSH_DATA, records the uplink as
+//! an event, and on SIGTERM records its stop and exits cleanly.
+
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fuota_agent::storage::{EventKind, Storage};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn run_records_uplinks_and_stops_cleanly_on_sigterm() {
+    let directory = tempfile::tempdir().unwrap();
+    let database = directory.path().join("agent.db");
+    let port = free_port();
+    let config = directory.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndatabase = \"{}\"\n[packet_forwarder]\nbind = \"127.0.0.1:{port}\"\n\
+             gateway_euis = [\"0016c001ff10a235\"]\n[logging]\nlevel = \"debug\"\n",
+            database.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_fuota-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut push_data = vec![
+        2, 0x12, 0x34, 0x00, 0x00, 0x16, 0xc0, 0x01, 0xff, 0x10, 0xa2, 0x35,
+    ];
+    push_data.extend_from_slice(
+        br#"{"rxpk":[{"tmst":1000,"chan":0,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-40,"lsnr":9.0,"size":3,"data":"AQID"}]}"#,
+    );
+    // Retry until the agent is up and acknowledges.
+    let started = Instant::now();
+    let mut buffer = [0u8; 16];
+    loop {
+        assert!(started.elapsed() < WAIT, "no PUSH_ACK from the agent");
+        if let Some(status) = agent.try_wait().unwrap() {
+            panic!("the agent exited early: {status}");
+        }
+        socket.send_to(&push_data, ("127.0.0.1", port)).unwrap();
+        if let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            assert_eq!(&buffer[..length], &[2, 0x12, 0x34, 0x01]);
+            break;
+        }
+    }
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > WAIT {
+            agent.kill().unwrap();
+            panic!("the agent did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit: {status}");
+
+    let storage = Storage::open(&database).unwrap();
+    let kinds: Vec<EventKind> = storage
+        .events_after(0, 100)
+        .unwrap()
+        .iter()
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(kinds.first(), Some(&EventKind::AgentStarted));
+    assert!(kinds.contains(&EventKind::Uplink), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&EventKind::AgentStopped));
+    let uplink = storage
+        .events_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .find(|event| event.kind == EventKind::Uplink)
+        .unwrap();
+    assert_eq!(uplink.gateway_eui.unwrap().to_string(), "0016c001ff10a235");
+    assert_eq!(uplink.payload["phy_payload"], "010203");
+    assert_eq!(uplink.payload["tmst"], 1000);
+}
