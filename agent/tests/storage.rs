@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use fuota_agent::clock::WallTime;
-use fuota_agent::identifiers::{AesKey, DevAddr, DevEui, JoinEui};
+use fuota_agent::identifiers::{parse_aes_key, AesKey, DevAddr, DevEui, JoinEui};
 use fuota_agent::storage::migrations::SCHEMA_VERSION;
 use fuota_agent::storage::{
     DevNonceUse, Device, DeviceClass, DeviceSession, EventKind, MacVersion, NewEvent, Storage,
@@ -25,8 +25,8 @@ fn database() -> (tempfile::TempDir, PathBuf) {
 
 fn device() -> Device {
     let mut device = Device::new(DEV_EUI, JOIN_EUI, MacVersion::V1_0_4);
-    device.app_key = Some(AesKey::from_hex("2b7e151628aed2a6abf7158809cf4f3c").unwrap());
-    device.gen_app_key = Some(AesKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap());
+    device.app_key = Some(parse_aes_key("2b7e151628aed2a6abf7158809cf4f3c").unwrap());
+    device.gen_app_key = Some(parse_aes_key("000102030405060708090a0b0c0d0e0f").unwrap());
     device.class = DeviceClass::C;
     device.hardware_version = Some("nucleo-wl55jc1".into());
     device.firmware_version = Some("1.0.0".into());
