@@ -18,6 +18,7 @@
 //! - `swap`: the page-by-page swap, restartable after any cut.
 //! - [`boot`](mod@boot): the reset logic, [`boot()`].
 //! - [`app`]: the application's calls: request an update, confirm, read the result.
+//! - [`device_state`]: which device state survives a swap and where it lives.
 //! - [`sim`] (feature `sim`): a simulated flash with power cuts and torn writes.
 //!
 //! Why not `embassy-boot`: see `DESIGN.md` in this crate.
@@ -28,6 +29,7 @@
 pub mod app;
 pub mod boot;
 mod crc;
+pub mod device_state;
 pub mod flash;
 pub mod layout;
 #[cfg(feature = "sim")]
@@ -40,6 +42,7 @@ pub use app::{
     cancel_update, confirm_image, read_boot_state, request_update, Confirmation, RequestError,
 };
 pub use boot::{boot, BootConfig, BootDecision, BootError, BootImage, BootReport, Watchdog};
+pub use device_state::{AppStateAreas, DeviceState, Home, StateHome, DEVICE_STATE};
 pub use flash::{BootFlash, FlashWindow, WindowError};
 pub use layout::{Layout, LayoutError, LayoutPlan, Region, STM32WL55JC};
 pub use state::{BootState, Phase, RejectReason, RevertCause, Swap, SwapKind, Trial, UpdateResult};

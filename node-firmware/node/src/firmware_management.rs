@@ -20,7 +20,9 @@
 //!   the version differs; otherwise the image is erased.
 //!
 //! When the programmed reboot is due, a valid image is handed to the bootloader through
-//! [`UpdateAgent`] and `Action::Reboot` tells whether that worked.
+//! [`crate::UpdateAgent`] and `Action::Reboot` tells whether that worked; after the
+//! reset, `update` settles what the bootloader did with it (a refused or reverted image
+//! is reported as UpImageStatus 1 or 2 and never handed over again).
 
 use lorawan_fuota::codec::firmware_management::{
     Downlink, UpgradeImageStatus, Uplink, REBOOT_COUNTDOWN_ASAP, REBOOT_COUNTDOWN_CANCEL,
@@ -34,10 +36,11 @@ use lorawan_fuota::image::{
 use crate::clock_sync::ClockSyncClient;
 use crate::config::MAX_TRUSTED_KEYS;
 use crate::fragment_store::{FragmentStore, SlotContent};
-use crate::outbox::{Action, Outbox};
-use crate::platform::{PendingUpdate, Platform, UpdateAgent};
+use crate::outbox::Outbox;
+use crate::platform::{PendingUpdate, Platform};
 use crate::report::PackageReport;
 use crate::time::{DeviceClock, Instant};
+use crate::update::{RunningImage, SlotVerdict};
 
 /// The programmed reboot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,9 @@ pub(crate) struct FirmwareManagement {
     trusted_keys: heapless::Vec<TrustedKey, MAX_TRUSTED_KEYS>,
     reboot: Option<RebootSchedule>,
     cached: Option<ImageCheck>,
+    /// TS006 version of the image handed to the bootloader (persisted), until the
+    /// next start settles what became of it.
+    pub handed_over: Option<u32>,
 }
 
 impl FirmwareManagement {
@@ -81,6 +87,7 @@ impl FirmwareManagement {
             trusted_keys,
             reboot: None,
             cached: None,
+            handed_over: None,
         }
     }
 
@@ -153,7 +160,8 @@ impl FirmwareManagement {
                             next_firmware_version,
                         } if next_firmware_version == firmware_version => {
                             let block_len = match store.content {
-                                SlotContent::Complete { block_len, .. } => block_len,
+                                SlotContent::Complete { block_len, .. }
+                                | SlotContent::Refused { block_len, .. } => block_len,
                                 _ => 0,
                             };
                             let deleted = store.delete_image(block_len).is_ok();
@@ -218,7 +226,10 @@ impl FirmwareManagement {
             error,
         };
         let check = match store.content {
-            SlotContent::Empty | SlotContent::Partial => refused(UpgradeImageStatus::NoImage, None),
+            SlotContent::Empty | SlotContent::Partial | SlotContent::OnTrial { .. } => {
+                refused(UpgradeImageStatus::NoImage, None)
+            }
+            SlotContent::Refused { status, .. } => refused(status, None),
             SlotContent::Complete {
                 mic_failed: true, ..
             } => refused(UpgradeImageStatus::CorruptOrBadSignature, None),
@@ -270,23 +281,78 @@ impl FirmwareManagement {
         })
     }
 
-    /// The reboot action if it is due: hands a valid image to the bootloader first.
-    pub fn poll_reboot<P: Platform>(
+    /// If the programmed reboot is due: takes it, and returns the valid image to hand
+    /// to the bootloader first, if the slot holds one (`Some(None)`: reboot without).
+    pub fn take_due_reboot<P: Platform>(
         &mut self,
         now: Instant,
         clock: &DeviceClock,
         store: &mut FragmentStore<'_, P>,
-        updater: &mut P::Updater,
-    ) -> Option<Action> {
+    ) -> Option<Option<PendingUpdate>> {
         let due = self.next_reboot_at(now, clock)?;
         if due > now {
             return None;
         }
         self.reboot = None;
-        let install_update = match self.check_image(store).update {
-            Some(update) => updater.mark_update_pending(&update).is_ok(),
-            None => false,
+        Some(self.check_image(store).update)
+    }
+
+    /// The running image confirmed itself: the image handed over is installed for good.
+    pub fn confirmed<P: Platform>(&mut self, store: &mut FragmentStore<'_, P>) -> bool {
+        if self.handed_over.take().is_none() {
+            return false;
+        }
+        if let SlotContent::OnTrial { .. } = store.content {
+            store.content = SlotContent::Empty;
+        }
+        self.cached = None;
+        true
+    }
+
+    /// Settles the slot after a reset from what the bootloader did with the image
+    /// handed over before it (see `update`); returns true if the persisted state
+    /// changed.
+    pub fn settle_handed_over_image<P: Platform>(
+        &mut self,
+        running: &RunningImage,
+        store: &mut FragmentStore<'_, P>,
+    ) -> bool {
+        let Some(version) = self.handed_over else {
+            return false;
         };
-        Some(Action::Reboot { install_update })
+        let block_len = match store.content {
+            SlotContent::Complete { block_len, .. } | SlotContent::OnTrial { block_len } => {
+                Some(block_len)
+            }
+            _ => None,
+        };
+        match running.verdict(version, self.firmware_version) {
+            SlotVerdict::OnTrial => {
+                if let Some(block_len) = block_len {
+                    store.content = SlotContent::OnTrial { block_len };
+                }
+                // Kept until the trial ends: a revert brings the image back.
+                self.cached = None;
+                return true;
+            }
+            SlotVerdict::Installed => store.content = SlotContent::Empty,
+            SlotVerdict::Refused(status) => {
+                if let Some(block_len) = block_len {
+                    store.content = SlotContent::Refused { block_len, status };
+                }
+            }
+            SlotVerdict::Unknown => {
+                if let SlotContent::OnTrial { block_len } = store.content {
+                    // The trial ended without a result naming it: trust nothing.
+                    store.content = SlotContent::Refused {
+                        block_len,
+                        status: UpgradeImageStatus::CorruptOrBadSignature,
+                    };
+                }
+            }
+        }
+        self.handed_over = None;
+        self.cached = None;
+        true
     }
 }

@@ -251,7 +251,9 @@ impl Fragmentation {
             missing,
             complete,
             mic,
-            memory_error: self.memory_error || beyond_capacity,
+            // Coded fragments dropped for want of log space while the block still
+            // completed were not an error of the session.
+            memory_error: !complete && (self.memory_error || beyond_capacity),
             max_lost: session.max_lost,
         })
     }

@@ -60,7 +60,10 @@
 //!   four packages.
 //! - [`fragment_store`]: download slot, FEC decoder, and how a download resumes after a
 //!   reboot (persisted setup + a journal of uncoded fragments, re-fed to a new decoder).
-//! - [`persistence`]: the state record format; [`platform`]: the traits the firmware
+//! - [`update`]: the hand-over with the bootloader after a reset (trial, confirmation,
+//!   what became of the last update).
+//! - [`persistence`]: the state record format; [`flash_store`]: the session store on
+//!   flash (settings pages and fragment journal); [`platform`]: the traits the firmware
 //!   implements; [`config`], [`time`], [`report`].
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
@@ -69,6 +72,7 @@
 pub mod clock_sync;
 pub mod config;
 pub mod firmware_management;
+pub mod flash_store;
 pub mod fragment_store;
 pub mod fragmentation;
 pub mod multicast;
@@ -78,9 +82,11 @@ pub mod persistence;
 pub mod platform;
 pub mod report;
 pub mod time;
+pub mod update;
 
 pub use config::{ClockSyncSettings, FuotaPorts, NodeConfig, MAX_TRUSTED_KEYS, MAX_UPLINK_PAYLOAD};
 pub use firmware_management::ImageCheck;
+pub use flash_store::{FlashSessionStore, FlashStoreError, RECORD_LORAWAN, RECORD_NODE_STATE};
 pub use fragment_store::regions::RegionError;
 pub use fragment_store::{ResumeSummary, SessionMemoryError};
 pub use fragmentation::{FragmentationProgress, FragmentationStats, MicCheck};
@@ -95,3 +101,4 @@ pub use platform::{
 };
 pub use report::{DownlinkReport, PackageReport};
 pub use time::{DeviceClock, Instant};
+pub use update::{LastUpdate, RunningImage};

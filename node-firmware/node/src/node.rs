@@ -21,9 +21,10 @@ use crate::multicast::reception::{receive, MulticastDrop, MAX_PHY_PAYLOAD};
 use crate::multicast::{GroupInfo, Multicast};
 use crate::outbox::{Action, Outbox, Uplink, UplinkPayload};
 use crate::persistence::{PersistedState, StateRecordError};
-use crate::platform::{Platform, SessionStore, STATE_RECORD_MAX_LEN};
+use crate::platform::{Platform, SessionStore, UpdateAgent, STATE_RECORD_MAX_LEN};
 use crate::report::{DownlinkReport, PackageReport};
 use crate::time::Instant;
+use crate::update::RunningImage;
 
 /// The firmware's services the node keeps for its whole life.
 struct Services<P: Platform> {
@@ -43,6 +44,8 @@ struct NodeCore<P: Platform> {
     firmware: FirmwareManagement,
     outbox: Outbox,
     stats: NodeStats,
+    /// The running image is on trial and has not confirmed itself yet.
+    on_trial: bool,
 }
 
 /// What a node is made of, without its workspace: built by the firmware at boot
@@ -52,6 +55,7 @@ pub struct NodeParts<P: Platform> {
     regions: Option<Regions<P>>,
     slot_content: SlotContent,
     restore_from_store: bool,
+    running: RunningImage,
 }
 
 impl<P: Platform> NodeParts<P> {
@@ -104,11 +108,22 @@ impl<P: Platform> NodeParts<P> {
                 firmware,
                 outbox,
                 stats: NodeStats::default(),
+                on_trial: false,
             },
             regions: Some((download_slot, fec_log)),
             slot_content: SlotContent::Empty,
             restore_from_store: true,
+            running: RunningImage::default(),
         }
+    }
+
+    /// What the bootloader's state says about the running image (see `crate::update`):
+    /// whether it runs on trial, and what became of the last update. Without it the
+    /// node assumes a confirmed image and no news of the last update.
+    pub fn with_running_image(mut self, running: RunningImage) -> Self {
+        self.core.on_trial = running.on_trial;
+        self.running = running;
+        self
     }
 
     /// The session store (e.g. to inspect or carry it across a simulated power cut).
@@ -159,6 +174,9 @@ pub struct NodeStats {
     pub store_failures: u32,
     /// Answers that could not be queued.
     pub answers_dropped: u32,
+    /// Attempts at confirming the running image that failed (retried at the next
+    /// downlink).
+    pub confirm_failures: u32,
     /// TS003 counters.
     pub clock_sync: ClockSyncStats,
     /// TS004 counters.
@@ -201,6 +219,7 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             regions,
             mut slot_content,
             restore_from_store,
+            running,
         } = parts;
         let state = if restore_from_store {
             let (state, restored) = load_state::<P>(&mut core.services.store);
@@ -210,6 +229,7 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
                 core.fragmentation.session = restored.fragmentation;
                 core.fragmentation.last_session_cnt = restored.last_session_cnt;
                 core.fragmentation.generation = restored.session_generation;
+                core.firmware.handed_over = restored.handed_over;
                 slot_content = restored.slot;
             }
             state
@@ -221,6 +241,14 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             None => FragmentStore::lost(slot_content),
         };
         let mut node = FuotaNode { core, fragments };
+        if restore_from_store
+            && node
+                .core
+                .firmware
+                .settle_handed_over_image(&running, &mut node.fragments)
+        {
+            node.persist();
+        }
         let (resumed, events) = node.core.fragmentation.resume(
             now,
             &mut node.fragments,
@@ -244,12 +272,14 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             regions: self.fragments.into_regions(),
             slot_content,
             restore_from_store: false,
+            running: RunningImage::default(),
         }
     }
 
     /// Handles an application downlink received by unicast (`lorawan-device`'s
     /// `take_downlink`): `fport` and the decrypted FRMPayload.
     pub fn handle_downlink(&mut self, now: Instant, fport: u8, payload: &[u8]) -> DownlinkReport {
+        self.downlink_heard();
         let Some(package) = self.core.config.ports.package(fport) else {
             return DownlinkReport::NotFuota { fport };
         };
@@ -381,11 +411,25 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             return Some(Action::RecycleWorkspace);
         }
         let clock = *core.clock.clock();
-        if let Some(action) =
-            core.firmware
-                .poll_reboot(now, &clock, &mut self.fragments, &mut core.services.updater)
+        if let Some(update) = core
+            .firmware
+            .take_due_reboot(now, &clock, &mut self.fragments)
         {
-            return Some(action);
+            let install_update = match update {
+                Some(update) => {
+                    // Remembered before the bootloader is told, so that the next start
+                    // always knows which image its outcome is about.
+                    self.core.firmware.handed_over = Some(update.firmware_version);
+                    self.persist();
+                    self.core
+                        .services
+                        .updater
+                        .mark_update_pending(&update)
+                        .is_ok()
+                }
+                None => false,
+            };
+            return Some(Action::Reboot { install_update });
         }
         let mut changed = false;
         let action = core.multicast.poll_class_c(now, &clock, &mut changed);
@@ -520,6 +564,32 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
         self.core.firmware.check_image(&mut self.fragments)
     }
 
+    /// Tells the node the device has heard a downlink (after joining): an image on
+    /// trial confirms itself now (see `crate::update`). [`Self::handle_downlink`] calls
+    /// it; call it for downlinks that carry no application payload too.
+    pub fn downlink_heard(&mut self) {
+        if !self.core.on_trial {
+            return;
+        }
+        match self.core.services.updater.confirm_running_image() {
+            Ok(()) => {
+                self.core.on_trial = false;
+                if self.core.firmware.confirmed(&mut self.fragments) {
+                    self.persist();
+                }
+            }
+            Err(_) => {
+                self.core.stats.confirm_failures =
+                    self.core.stats.confirm_failures.saturating_add(1)
+            }
+        }
+    }
+
+    /// True while the running image is on trial and has not confirmed itself.
+    pub fn image_on_trial(&self) -> bool {
+        self.core.on_trial
+    }
+
     /// Counters.
     pub fn stats(&self) -> NodeStats {
         NodeStats {
@@ -538,6 +608,7 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             class_c: self.core.multicast.class_c,
             fragmentation: self.core.fragmentation.session,
             slot: self.fragments.content,
+            handed_over: self.core.firmware.handed_over,
         };
         let saved = match state.encode() {
             Some(record) => self.core.services.store.save_state(&record).is_ok(),

@@ -12,6 +12,7 @@
 //! A record that fails its checks is reported and ignored: the node starts empty rather
 //! than trust it.
 
+use lorawan_fuota::codec::firmware_management::UpgradeImageStatus;
 use lorawan_fuota::codec::fragmentation::{FragSessionSetup, SessionSetupV2};
 use lorawan_fuota::codec::multicast_setup::MAX_GROUPS;
 use lorawan_fuota::codec::PackageVersion;
@@ -23,7 +24,7 @@ use crate::multicast::{ClassCSession, McGroup};
 use crate::platform::STATE_RECORD_MAX_LEN;
 
 /// Magic and format version at the start of the record.
-const MAGIC: [u8; 4] = *b"FNS\x01";
+const MAGIC: [u8; 4] = *b"FNS\x02";
 
 /// Everything the node persists in its state record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,6 +41,9 @@ pub(crate) struct PersistedState {
     pub fragmentation: Option<SessionRecord>,
     /// What the download slot holds.
     pub slot: SlotContent,
+    /// TS006 version of the image handed to the bootloader, until the node has seen
+    /// what became of it (see `update`).
+    pub handed_over: Option<u32>,
 }
 
 /// Why a state record was refused.
@@ -180,7 +184,18 @@ impl PersistedState {
                 w.u32(block_len);
                 w.bool(mic_failed);
             }
+            SlotContent::OnTrial { block_len } => {
+                w.u8(4);
+                w.u32(block_len);
+            }
+            SlotContent::Refused { block_len, status } => {
+                w.u8(3);
+                w.u32(block_len);
+                w.u8(status.code());
+            }
         }
+        w.bool(self.handed_over.is_some());
+        w.u32(self.handed_over.unwrap_or(0));
         let crc = crc32(&w.bytes);
         w.u32(crc);
         (!w.overflow).then_some(w.bytes)
@@ -249,8 +264,23 @@ impl PersistedState {
                 block_len: r.u32()?,
                 mic_failed: r.bool("MIC failed flag")?,
             },
+            3 => SlotContent::Refused {
+                block_len: r.u32()?,
+                status: match r.u8()? {
+                    0 => UpgradeImageStatus::NoImage,
+                    1 => UpgradeImageStatus::CorruptOrBadSignature,
+                    2 => UpgradeImageStatus::WrongHardware,
+                    _ => return Err(StateRecordError::InvalidField("refused image status")),
+                },
+            },
+            4 => SlotContent::OnTrial {
+                block_len: r.u32()?,
+            },
             _ => return Err(StateRecordError::InvalidField("slot content")),
         };
+        let has_handed_over = r.bool("handed-over flag")?;
+        let handed_over = r.u32()?;
+        state.handed_over = has_handed_over.then_some(handed_over);
         if !r.bytes.is_empty() {
             return Err(StateRecordError::InvalidField("trailing bytes"));
         }
@@ -391,6 +421,7 @@ mod tests {
                 block_len: 99_993,
                 mic_failed: true,
             },
+            handed_over: Some(0x0102_0304),
         }
     }
 
@@ -404,6 +435,17 @@ mod tests {
         assert_eq!(
             PersistedState::decode(&empty.encode().expect("fits")),
             Ok(empty)
+        );
+        let refused = PersistedState {
+            slot: SlotContent::Refused {
+                block_len: 1234,
+                status: UpgradeImageStatus::WrongHardware,
+            },
+            ..PersistedState::default()
+        };
+        assert_eq!(
+            PersistedState::decode(&refused.encode().expect("fits")),
+            Ok(refused)
         );
     }
 
@@ -423,7 +465,7 @@ mod tests {
             Err(StateRecordError::BadChecksum)
         );
         let mut other_version = bytes;
-        other_version[3] = 2;
+        other_version[3] = 1; // the previous format, without the handed-over image
         assert_eq!(
             PersistedState::decode(&other_version),
             Err(StateRecordError::UnknownFormat)

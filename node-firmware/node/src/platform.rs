@@ -88,6 +88,11 @@ pub trait UpdateAgent {
     /// Records, power-fail-safely, that the download slot holds `update` and must be
     /// installed at the next reset. Called right before [`crate::Action::Reboot`].
     fn mark_update_pending(&mut self, update: &PendingUpdate) -> Result<(), Self::Error>;
+
+    /// Confirms the running image, which runs on trial (see `crate::update`): called
+    /// once, when the device has joined and heard a downlink. Without it the
+    /// bootloader reverts the image at the next reset.
+    fn confirm_running_image(&mut self) -> Result<(), Self::Error>;
 }
 
 /// Length of one received-fragment record; see [`SessionStore`].

@@ -51,6 +51,7 @@
 pub mod journal;
 pub mod regions;
 
+use lorawan_fuota::codec::firmware_management::UpgradeImageStatus;
 use lorawan_fuota::codec::PackageVersion;
 use lorawan_fuota::fec::decoder::DecoderConfig;
 use lorawan_fuota::fec::decoder::{DecoderStatus, MAX_LOG_BYTES};
@@ -60,6 +61,9 @@ use lorawan_fuota::image::ImageSource;
 use crate::platform::{ErasableRegion, Platform, SessionStore};
 use journal::FragmentRecord;
 use regions::{LogRegion, RegionError, ResumableSlot};
+
+/// Journal records a resume reads at most (one per fragment number, and some torn).
+const MAX_JOURNAL_RECORDS: usize = 2 * lorawan_fuota::fec::MAX_FRAGMENT_INDEX as usize;
 
 /// The decoder type the node uses.
 pub(crate) type FecDecoder<'w, P> =
@@ -85,6 +89,20 @@ pub(crate) enum SlotContent {
         block_len: u32,
         /// The TS004 v2 MIC did not match: the block must not be used.
         mic_failed: bool,
+    },
+    /// The block the node handed to the bootloader runs on trial: it is no longer in
+    /// the slot, and comes back if the trial image is reverted (see `update`).
+    OnTrial {
+        /// Unpadded length of the block.
+        block_len: u32,
+    },
+    /// A complete block the node handed to the bootloader, which refused it or
+    /// reverted it (see `update`): reported, never handed over again.
+    Refused {
+        /// Unpadded length of the block.
+        block_len: u32,
+        /// What DevUpgradeImageAns says about it.
+        status: UpgradeImageStatus,
     },
 }
 
@@ -360,7 +378,18 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
             return Err(StoreError::Decoder);
         };
         let mut index = 0;
-        while let Ok(Some(bytes)) = store.read_fragment(index) {
+        loop {
+            let bytes = match store.read_fragment(index) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                // An unreadable record (a torn append) is skipped, not the rest.
+                Err(_) if index < MAX_JOURNAL_RECORDS => {
+                    index += 1;
+                    summary.skipped += 1;
+                    continue;
+                }
+                Err(_) => break,
+            };
             index += 1;
             let record = FragmentRecord::decode(&bytes);
             if record.epoch != epoch || record.number == 0 || record.number > config.nb_frag {

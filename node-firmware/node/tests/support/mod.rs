@@ -262,6 +262,10 @@ impl UpdateAgent for RecordingUpdater {
         self.0.borrow_mut().push(*update);
         Ok(())
     }
+
+    fn confirm_running_image(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
 }
 
 /// The host test platform.
