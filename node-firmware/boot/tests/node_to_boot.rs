@@ -958,3 +958,185 @@ fn a_trial_image_that_cannot_join_is_reverted_and_reported() {
         device.reset()
     });
 }
+
+#[test]
+fn the_largest_session_the_layout_allows_resumes_from_a_journal_that_fits_its_4_kb() {
+    // The block fills the download image area: 96 256 bytes = 2 005 fragments of 48.
+    let (mut device, store) = factory_device();
+    let body_len = LAYOUT.max_image_len() as usize - 0x200 - 200;
+    let mut new = image(1, 1, body_len, 1);
+    assert!(new.len() <= LAYOUT.max_image_len() as usize);
+    let campaign = {
+        // Pad the block to the last byte of the area (the image verifies with padding).
+        new.resize(LAYOUT.max_image_len() as usize - 16, 0xFF);
+        Campaign::new(new.clone(), 21)
+    };
+    let nb_frag = campaign.encoder().nb_frag();
+    assert_eq!(nb_frag, 2005);
+    let journal_capacity = store.0.borrow().journal_capacity();
+    assert_eq!(journal_capacity * FRAGMENT_RECORD_LEN, 4096);
+
+    // In order (as the agent sends), 10 % lost; power fails at 70 % of the uncoded ones.
+    let mut rng = Rng(77);
+    let arriving: Vec<u16> = (1..=nb_frag).filter(|_| rng.below(100) >= 10).collect();
+    let cut = arriving.iter().position(|&n| n > nb_frag * 7 / 10).unwrap();
+    let mut group = McGroup::new();
+    let mut workspace = vec![0u8; WORKSPACE];
+    let report = device.reset();
+    {
+        let mut node = device.start_node(&report, &store, &mut workspace, T0);
+        node.handle_downlink(T0, 200, &group.setup_request());
+        node.handle_downlink(T0, 201, &campaign.setup_request());
+        answers(&mut node, T0);
+        for &n in &arriving[..cut] {
+            let frame = group.frame(201, &campaign.data_fragment(n));
+            node.handle_multicast_frame(T0, &frame).expect("accepted");
+        }
+        assert_eq!(node.stats().fragmentation.journal_failures, 0);
+        // Power cut: no flush.
+    }
+    let records = store.0.borrow().journal_len();
+    assert!(
+        records * FRAGMENT_RECORD_LEN <= 4096 && records <= usize::from(nb_frag) / 40 + 2,
+        "{records} journal records"
+    );
+    let report = device.reset();
+    assert!(matches!(
+        report.decision,
+        BootDecision::Jump { trial: false, .. }
+    ));
+    let t1 = T0.plus_secs(30);
+    let mut workspace = vec![0u8; WORKSPACE];
+    let mut node = device.start_node(&report, &store, &mut workspace, t1);
+    let kept = node.fragmentation_progress().expect("resumed").received as usize;
+    assert!(kept <= cut && kept + 39 >= cut, "kept {kept} of {cut}");
+    // The rest, then coded fragments, until complete.
+    for &n in &arriving[cut..] {
+        let frame = group.frame(201, &campaign.data_fragment(n));
+        node.handle_multicast_frame(t1, &frame).expect("accepted");
+    }
+    let mut coded = nb_frag + 1;
+    while !node.fragmentation_progress().unwrap().complete {
+        assert!(coded < 2 * nb_frag, "block not complete");
+        if rng.below(100) >= 10 {
+            let frame = group.frame(201, &campaign.data_fragment(coded));
+            node.handle_multicast_frame(t1, &frame).expect("accepted");
+        }
+        coded += 1;
+    }
+    assert_eq!(node.stats().fragmentation.journal_failures, 0);
+    assert!(store.0.borrow().journal_len() * FRAGMENT_RECORD_LEN <= 4096);
+    assert_eq!(
+        upgrade_image_status(&mut node, t1),
+        UpgradeImageStatus::Valid {
+            next_firmware_version: ts006_of(1, 1)
+        }
+    );
+    assert!(reboot_now(&mut node, t1));
+    drop(node);
+    let report = device.reset();
+    assert!(
+        matches!(report.decision, BootDecision::Jump { trial: true, image } if image.version.to_ts006() == ts006_of(1, 1))
+    );
+}
+
+/// Saves of the store script: (kind, payload).
+fn store_script() -> Vec<(u8, Vec<u8>)> {
+    (0..14u8)
+        .map(|i| {
+            let kind = if i % 3 == 2 {
+                RECORD_LORAWAN
+            } else {
+                fuota_node::RECORD_NODE_STATE
+            };
+            let len = [40usize, 300, 7, 220, 1, 311][usize::from(i) % 6];
+            (kind, vec![i.wrapping_mul(37) ^ 0x5A; len])
+        })
+        .collect()
+}
+
+fn load(store: &mut FlashSessionStore<Area>, kind: u8) -> Option<Vec<u8>> {
+    let mut buffer = [0u8; 400];
+    store
+        .load_record(kind, &mut buffer)
+        .expect("readable")
+        .map(|len| buffer[..len].to_vec())
+}
+
+fn open_store(chip: &Chip) -> FlashSessionStore<Area> {
+    let areas = LAYOUT.app_state_areas();
+    FlashSessionStore::new(
+        [
+            Area::new(chip, areas.settings[0]),
+            Area::new(chip, areas.settings[1]),
+        ],
+        Area::new(chip, areas.journal),
+    )
+    .expect("geometry")
+}
+
+#[test]
+fn the_session_store_keeps_the_old_or_the_new_record_at_every_power_cut() {
+    let script = store_script();
+    // Operations the whole script takes without a cut.
+    let chip: Chip = Rc::new(RefCell::new(SimFlash::for_layout(&LAYOUT)));
+    let start = chip.borrow().operations();
+    let mut store = open_store(&chip);
+    for (kind, payload) in &script {
+        store.save_record(*kind, payload).expect("save");
+    }
+    let total = chip.borrow().operations() - start;
+    assert!(total > 100, "{total} operations");
+    let mut scenarios = 0;
+    for torn_reads in [
+        fuota_boot::sim::TornReads::EccFault,
+        fuota_boot::sim::TornReads::Garbage,
+    ] {
+        for cut in 0..total {
+            for timing in fuota_boot::sim::CutTiming::ALL {
+                scenarios += 1;
+                let mut flash = SimFlash::for_layout(&LAYOUT).with_seed(cut * 3 + 1);
+                flash.set_torn_reads(torn_reads);
+                let chip: Chip = Rc::new(RefCell::new(flash));
+                let mut store = open_store(&chip);
+                chip.borrow_mut().cut_power_in(cut, timing);
+                let mut done: [Option<Vec<u8>>; 2] = [None, None];
+                let mut cut_during = None;
+                for (kind, payload) in &script {
+                    if store.save_record(*kind, payload).is_err() {
+                        cut_during = Some((*kind, payload.clone()));
+                        break;
+                    }
+                    done[usize::from(*kind - 1)] = Some(payload.clone());
+                }
+                assert!(!chip.borrow().is_powered(), "cut {cut} {timing:?} struck");
+                chip.borrow_mut().power_cycle();
+                let mut store = open_store(&chip);
+                for kind in [fuota_node::RECORD_NODE_STATE, RECORD_LORAWAN] {
+                    let found = load(&mut store, kind);
+                    let old = &done[usize::from(kind - 1)];
+                    let ok = found == *old
+                        || matches!(&cut_during, Some((k, new)) if *k == kind && found.as_ref() == Some(new));
+                    assert!(
+                        ok,
+                        "cut {cut} {timing:?} {torn_reads:?}: kind {kind} reads {:?}",
+                        found.map(|f| f.len())
+                    );
+                }
+                // The store goes on working after the cut, programming nothing twice.
+                store
+                    .save_record(RECORD_LORAWAN, b"after")
+                    .expect("save after the cut");
+                assert_eq!(
+                    load(&mut store, RECORD_LORAWAN).as_deref(),
+                    Some(&b"after"[..])
+                );
+                assert!(
+                    chip.borrow().violations().is_empty(),
+                    "cut {cut} {timing:?}"
+                );
+            }
+        }
+    }
+    assert!(scenarios > 600);
+}

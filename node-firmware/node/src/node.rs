@@ -265,7 +265,8 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
 
     /// Gives back everything but the workspace, to restart the node on it
     /// ([`Action::RecycleWorkspace`]) or to drop it.
-    pub fn into_parts(self) -> NodeParts<P> {
+    pub fn into_parts(mut self) -> NodeParts<P> {
+        self.flush_journal();
         let slot_content = self.fragments.content;
         NodeParts {
             core: self.core,
@@ -415,6 +416,7 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             .firmware
             .take_due_reboot(now, &clock, &mut self.fragments)
         {
+            self.flush_journal();
             let install_update = match update {
                 Some(update) => {
                     // Remembered before the bootloader is told, so that the next start
@@ -596,6 +598,14 @@ impl<'w, P: Platform> FuotaNode<'w, P> {
             clock_sync: self.core.clock.stats(),
             fragmentation: self.core.fragmentation.stats(),
             ..self.core.stats
+        }
+    }
+
+    /// Appends the fragment journal's window held in RAM (the firmware calls it before
+    /// a reset it did not get from [`Action::Reboot`], e.g. on a low-battery warning).
+    pub fn flush_journal(&mut self) {
+        if !self.fragments.flush_journal(&mut self.core.services.store) {
+            self.core.stats.store_failures = self.core.stats.store_failures.saturating_add(1);
         }
     }
 

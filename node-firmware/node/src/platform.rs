@@ -96,7 +96,7 @@ pub trait UpdateAgent {
 }
 
 /// Length of one received-fragment record; see [`SessionStore`].
-pub const FRAGMENT_RECORD_LEN: usize = 16;
+pub const FRAGMENT_RECORD_LEN: usize = 8;
 
 /// Largest state record the node writes; see [`SessionStore::save_state`].
 pub const STATE_RECORD_MAX_LEN: usize = 320;
@@ -111,10 +111,10 @@ pub const STATE_RECORD_MAX_LEN: usize = 320;
 ///   multicast group, a Class C session or a fragmentation session changes (a few times
 ///   per campaign): `save_state` must replace it atomically (e.g. two alternating
 ///   pages with a sequence number);
-/// - an append-only *journal* of [`FRAGMENT_RECORD_LEN`]-byte records, one per uncoded
-///   fragment stored in the download slot (one flash write per fragment: size it for
-///   NbFrag records, 16 bytes each). A torn append must read back as absent or as an
-///   error, never as another record.
+/// - an append-only *journal* of [`FRAGMENT_RECORD_LEN`]-byte records (one flash
+///   double-word each), one per 40 uncoded fragments delivered in order (see
+///   `fragment_store::journal`; 4 KB hold the largest block). A torn append reads back
+///   as an error or as a record whose CRC fails; either is skipped.
 pub trait SessionStore {
     /// Why an operation failed.
     type Error: fmt::Debug;
@@ -281,13 +281,13 @@ mod tests {
         assert_eq!(store.load_state(&mut buffer), Ok(None));
         store.save_state(&[1, 2, 3]).unwrap();
         assert_eq!(store.load_state(&mut buffer), Ok(Some(3)));
-        store.append_fragment(&[7; 16]).unwrap();
-        store.append_fragment(&[8; 16]).unwrap();
+        store.append_fragment(&[7; FRAGMENT_RECORD_LEN]).unwrap();
+        store.append_fragment(&[8; FRAGMENT_RECORD_LEN]).unwrap();
         assert_eq!(
-            store.append_fragment(&[9; 16]),
+            store.append_fragment(&[9; FRAGMENT_RECORD_LEN]),
             Err(RamStoreError::JournalFull)
         );
-        assert_eq!(store.read_fragment(1), Ok(Some([8; 16])));
+        assert_eq!(store.read_fragment(1), Ok(Some([8; FRAGMENT_RECORD_LEN])));
         assert_eq!(store.read_fragment(2), Ok(None));
         store.clear_fragments().unwrap();
         assert_eq!(store.journal_len(), 0);

@@ -641,6 +641,25 @@ fn v2_mic_error_is_reported_and_block_received_is_repeated_until_acknowledged() 
     assert_eq!(sent, 8);
 }
 
+/// Fragments of `received` whose every 8-byte flash granule is covered by received
+/// fragments (the journal's durability rule, computed independently).
+fn durable_fragments(received: &[u16], frag_size: usize, nb_frag: u16) -> usize {
+    let block_end = usize::from(nb_frag) * frag_size;
+    let have: std::collections::HashSet<u16> = received.iter().copied().collect();
+    let byte_known =
+        |byte: usize| byte >= block_end || have.contains(&((byte / frag_size) as u16 + 1));
+    received
+        .iter()
+        .filter(|&&n| {
+            let start = usize::from(n - 1) * frag_size;
+            let end = start + frag_size;
+            let first_granule = start / 8 * 8;
+            let last_granule_end = end.div_ceil(8) * 8;
+            (first_granule..last_granule_end).all(byte_known)
+        })
+        .count()
+}
+
 fn resume_after_reboot(frag_size: usize) {
     let version = PackageVersion::V2;
     let mut device = new_device(version);
@@ -686,15 +705,22 @@ fn resume_after_reboot(frag_size: usize) {
     let (mut node, report) = device.boot(&mut workspace, resumed_at);
     assert_eq!(report.state, StateLoad::Restored);
     let resumed = report.resumed.expect("session resumed");
-    assert_eq!(
-        resumed.replayed as usize,
-        before.len(),
-        "every stored uncoded fragment kept"
+    // Kept: every durable fragment (all its flash granules programmed) but those of
+    // the journal window still in RAM at the power cut (at most 39).
+    let durable = durable_fragments(before, frag_size, m);
+    let kept = resumed.replayed as usize;
+    assert!(
+        kept <= durable && kept + 39 >= durable,
+        "{frag_size}: kept {kept} of {durable} durable ({} received)",
+        before.len()
     );
+    if frag_size.is_multiple_of(8) {
+        assert_eq!(durable, before.len());
+    }
     assert_eq!(resumed.skipped, 0);
     let progress = node.fragmentation_progress().unwrap();
-    assert_eq!(progress.missing, m - before.len() as u16);
-    assert_eq!(progress.received as usize, before.len());
+    assert_eq!(progress.missing, m - kept as u16);
+    assert_eq!(progress.received as usize, kept);
     // The clock is re-learnt; the Class C session is still known and restarts.
     support::sync_clock(&mut node, resumed_at, version);
     assert!(matches!(
@@ -702,11 +728,12 @@ fn resume_after_reboot(frag_size: usize) {
         [Action::StartClassC { .. }]
     ));
 
-    // Only what was not stored is sent again (10 % of it lost), plus coded fragments.
+    // Only what was not received is sent again (10 % of it lost), plus coded
+    // fragments: enough for those lost and those the power cut took.
     let mut rest: Vec<u16> = after.to_vec();
     let lost = rest.len() / 10;
     rest.truncate(rest.len() - lost);
-    rest.extend(m + 10..m + 10 + (m / 4).max(12));
+    rest.extend(m + 10..m + 10 + (m / 2).max(12));
     send_multicast(&mut node, &block, &rest, &mut sender);
     let progress = node.fragmentation_progress().unwrap();
     assert!(progress.complete, "{frag_size}: {progress:?}");

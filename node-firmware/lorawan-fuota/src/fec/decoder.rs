@@ -475,6 +475,16 @@ where
         self.complete
     }
 
+    /// True if uncoded fragment `n` (1-based) is known: received or rebuilt, its bytes
+    /// in the block region except boundary bytes still held for a neighbour (see the
+    /// module documentation). False for `n` outside `1..=NbFrag`.
+    pub fn is_known(&self, n: u16) -> bool {
+        if n == 0 || n > self.config.nb_frag {
+            return false;
+        }
+        bit(self.buffers.known, usize::from(n - 1))
+    }
+
     /// Current counters.
     pub fn status(&self) -> DecoderStatus {
         DecoderStatus {
@@ -1126,6 +1136,34 @@ mod tests {
             next += l - 1 - slot;
         }
         assert_eq!(next, l * (l - 1) / 2);
+    }
+
+    #[test]
+    fn is_known_follows_the_uncoded_fragments_received() {
+        use crate::fec::SliceFlash;
+        let config = DecoderConfig {
+            nb_frag: 4,
+            frag_size: 8,
+            max_lost: 2,
+            version: crate::codec::PackageVersion::V2,
+        };
+        let sizing = Decoder::<SliceFlash, SliceFlash>::sizing(&config, 8).unwrap();
+        let mut workspace = [0u8; 512];
+        assert!(sizing.workspace_bytes <= workspace.len());
+        let mut block = [0xFFu8; 32];
+        let mut log = [0xFFu8; 1024];
+        assert!(sizing.log_reserved_bytes <= log.len());
+        let mut decoder = Decoder::new(
+            config,
+            SliceFlash::new(&mut block, 8),
+            SliceFlash::new(&mut log, 8),
+            &mut workspace,
+        )
+        .unwrap();
+        decoder.push(3, &[7; 8]).unwrap();
+        assert!(decoder.is_known(3));
+        assert!(!decoder.is_known(2));
+        assert!(!decoder.is_known(0) && !decoder.is_known(5));
     }
 
     #[test]

@@ -16,28 +16,29 @@
 //! decoder's internals. Instead the node persists:
 //!
 //! - the session setup and the decoder sizing (the state record, once per setup), and
-//! - one 16-byte journal record per *uncoded* fragment stored in the slot: its number
-//!   and its first and last 7 bytes ([`journal`]).
+//! - which uncoded fragments are safely in the slot: 8-byte window records, one per 40
+//!   fragments delivered in order ([`journal`]); a fragment is journaled once every
+//!   flash granule it touches is programmed (with a FragSize that is not a multiple of
+//!   8, the granule shared with a neighbour is programmed only when both are known).
 //!
 //! On resume the log is erased (its rows are meaningless without the RAM state), a new
-//! decoder is created over the same slot, and every journaled fragment is fed to it
-//! again: read back from the slot, with the journaled edges restored (the bytes of a
-//! granule shared with a not-yet-received neighbour were only in RAM). The decoder
-//! writes those fragments again; `regions::ResumableSlot` turns programming bytes that
-//! are already there into a no-op, so nothing is programmed twice and nothing is
-//! erased. The decoder's state is then exactly what it would have been had only the
-//! uncoded fragments arrived.
+//! decoder is created over the same slot, and every journaled fragment is read back
+//! from the slot and fed to it again. The decoder writes those fragments again;
+//! `regions::ResumableSlot` turns programming bytes that are already there into a
+//! no-op, so nothing is programmed twice and nothing is erased. The decoder's state is
+//! then exactly what it would have been had only the journaled fragments arrived.
 //!
-//! What is lost: coded fragments received before the reboot (the server sends more
-//! redundancy, or a follow-up session with the missing fragments), and at most the one
-//! uncoded fragment that was programmed but not yet journaled when power failed (it is
-//! simply received again: its bytes match, so re-programming it is a no-op too).
-//! What is kept: every journaled uncoded fragment, never downloaded again.
+//! What is lost: coded fragments received before the reboot, the window the journal
+//! held in RAM (at most 39 fragments) and fragments waiting for a neighbour: they are
+//! received again (their bytes match, so re-programming them is a no-op too), or
+//! rebuilt from coded fragments. What is kept: every journaled uncoded fragment.
 //!
-//! Why not persist a bitmap: flash granules cannot be reprogrammed, so a bitmap costs
-//! an erase-and-rewrite per fragment; an append-only journal costs one granule-aligned
-//! write. Why not infer received fragments from the slot: firmware images contain
-//! 0xFF runs, indistinguishable from erased flash.
+//! Why not a bitmap in flash: a double-word cannot be programmed twice, so a bitmap
+//! costs an erase-and-rewrite per update; append-only window records cost one
+//! double-word per window. Why not infer received fragments from the slot: firmware
+//! images contain 0xFF runs, indistinguishable from erased flash. Size: the largest
+//! TS004 block (16 383 fragments) delivered in order needs 410 records (3 280 bytes),
+//! within the 4 KB journal of the STM32WL layout.
 //!
 //! # The workspace
 //!
@@ -59,7 +60,7 @@ use lorawan_fuota::fec::{Decoder, DecoderError, FlashRegion, FragmentOutcome};
 use lorawan_fuota::image::ImageSource;
 
 use crate::platform::{ErasableRegion, Platform, SessionStore};
-use journal::FragmentRecord;
+use journal::{BlockGeometry, JournalWriter, WindowRecord};
 use regions::{LogRegion, RegionError, ResumableSlot};
 
 /// Journal records a resume reads at most (one per fragment number, and some torn).
@@ -181,6 +182,8 @@ pub(crate) struct FragmentStore<'w, P: Platform> {
     log_capacity: usize,
     /// What the slot holds.
     pub content: SlotContent,
+    /// The journal's window in RAM.
+    journal: JournalWriter,
 }
 
 impl<'w, P: Platform> FragmentStore<'w, P> {
@@ -202,6 +205,7 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
                 workspace: Some(workspace),
             },
             content,
+            journal: JournalWriter::default(),
         }
     }
 
@@ -214,6 +218,7 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
             slot_granule: 1,
             log_capacity: 0,
             content,
+            journal: JournalWriter::default(),
         }
     }
 
@@ -329,6 +334,7 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
             }
             Engine::Decoding(_) | Engine::Lost => return Err(StoreError::RegionsLost),
         }
+        self.journal = JournalWriter::default();
         self.create_decoder(config)?;
         Ok(Begin::Started)
     }
@@ -372,11 +378,13 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
             return Err(StoreError::RegionsLost);
         };
         let mut summary = ResumeSummary::default();
+        self.journal = JournalWriter::default();
         let frag_size = usize::from(config.frag_size);
         let mut fragment = [0u8; 256];
         let Some(fragment) = fragment.get_mut(..frag_size) else {
             return Err(StoreError::Decoder);
         };
+        let last_window = WindowRecord::window_of(config.nb_frag);
         let mut index = 0;
         loop {
             let bytes = match store.read_fragment(index) {
@@ -391,20 +399,26 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
                 Err(_) => break,
             };
             index += 1;
-            let record = FragmentRecord::decode(&bytes);
-            if record.epoch != epoch || record.number == 0 || record.number > config.nb_frag {
-                summary.skipped += 1;
-                continue;
-            }
-            let offset = usize::from(record.number - 1) * frag_size;
-            if decoder.read_block(offset, fragment).is_err() {
-                summary.skipped += 1;
-                continue;
-            }
-            record.restore_edges(fragment);
-            match decoder.push(record.number, fragment) {
-                Ok(FragmentOutcome::Stored | FragmentOutcome::Completed) => summary.replayed += 1,
-                Ok(_) | Err(_) => summary.skipped += 1,
+            let record = match WindowRecord::decode(&bytes) {
+                Some(record) if record.epoch == epoch && record.window <= last_window => record,
+                _ => {
+                    summary.skipped += 1;
+                    continue;
+                }
+            };
+            for number in record.fragments(config.nb_frag) {
+                // Journaled fragments are durable: every byte is in the slot.
+                let offset = usize::from(number - 1) * frag_size;
+                if decoder.read_block(offset, fragment).is_err() {
+                    summary.skipped += 1;
+                    continue;
+                }
+                match decoder.push(number, fragment) {
+                    Ok(FragmentOutcome::Stored | FragmentOutcome::Completed) => {
+                        summary.replayed += 1
+                    }
+                    Ok(_) | Err(_) => summary.skipped += 1,
+                }
             }
         }
         summary.completed = decoder.is_complete();
@@ -501,19 +515,38 @@ impl<'w, P: Platform> FragmentStore<'w, P> {
         let Engine::Decoding(decoder) = &mut self.engine else {
             return Err(None);
         };
-        let nb_frag = decoder.config().nb_frag;
+        let config = *decoder.config();
         let outcome = decoder.push(number, data).map_err(Some)?;
-        let stored_uncoded = number <= nb_frag
+        let stored_uncoded = number <= config.nb_frag
             && matches!(
                 outcome,
                 FragmentOutcome::Stored | FragmentOutcome::Completed
             );
         let mut journal_failed = false;
         if stored_uncoded {
-            let record = FragmentRecord::new(epoch, number, data);
-            journal_failed = store.append_fragment(&record.encode()).is_err();
+            let geometry = BlockGeometry {
+                nb_frag: config.nb_frag,
+                frag_size: config.frag_size,
+                granule: u16::try_from(self.slot_granule).unwrap_or(8),
+            };
+            let decoder = &*decoder;
+            for record in self
+                .journal
+                .fragment_known(number, epoch, &geometry, |c| decoder.is_known(c))
+            {
+                journal_failed |= store.append_fragment(&record).is_err();
+            }
         }
         Ok((outcome, journal_failed))
+    }
+
+    /// Appends the journal's window held in RAM (before a reboot or a restart of the
+    /// node); returns false if the store refused it.
+    pub fn flush_journal(&mut self, store: &mut P::Store) -> bool {
+        match self.journal.flush() {
+            Some(record) => store.append_fragment(&record).is_ok(),
+            None => true,
+        }
     }
 
     /// Reads slot bytes (through the decoder when it holds the slot).
