@@ -6,14 +6,18 @@
 //! over defmt-RTT. Class C listening between uplinks is wired in and off by default
 //! (`config::CLASS_C_AFTER_JOIN`).
 //!
+//! Behind the bootloader (`boot/`): refreshes the watchdog it starts and confirms an image on
+//! trial once it has joined and heard a downlink (`image_trial`).
+//!
 //! Not here yet: the FUOTA packages (crate `fuota-node`, see [`handle_downlink`]), multicast
 //! reception (lorawan-device drops frames for other DevAddrs), persisting the session and
-//! DevNonce across resets, and confirming a trial image to the bootloader.
+//! DevNonce across resets.
 #![no_std]
 #![no_main]
 
 mod board;
 mod config;
+mod image_trial;
 mod lorawan_timer;
 mod radio;
 mod transmit_budget;
@@ -41,6 +45,7 @@ use lorawan_device::{mac, AppEui, AppKey, DevEui, Downlink};
 use {defmt_rtt as _, panic_probe as _};
 
 use crate::board::NucleoRfSwitch;
+use crate::image_trial::ImageTrial;
 use crate::lorawan_timer::LorawanTimer;
 use crate::radio::{Stm32wlInterfaceVariant, SubghzSpiDevice};
 use crate::transmit_budget::TransmitBudget;
@@ -85,9 +90,11 @@ const PUBLIC_NETWORK: bool = true;
 const RADIO_INIT_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 #[embassy_executor::main]
-async fn main(_spawner: Spawner) {
+async fn main(spawner: Spawner) {
     let p = embassy_stm32::init_primary(clock_config(), &SHARED_DATA);
     info!("fuota node starting");
+    spawner.spawn(image_trial::refresh_watchdog().expect("one watchdog task"));
+    let trial = ImageTrial::from_boot_state();
 
     let mut rng = Rng::new(p.RNG, Irqs);
     let budget = TransmitBudget::new(rng.next_u32());
@@ -110,7 +117,7 @@ async fn main(_spawner: Spawner) {
         LorawanTimer::new(),
         rng,
     );
-    run(device, budget).await
+    run(device, budget, trial).await
 }
 
 /// System clock and RNG kernel clock: MSI at 48 MHz. The radio has its own TCXO.
@@ -123,11 +130,11 @@ fn clock_config() -> embassy_stm32::Config {
 }
 
 /// Joins, runs the session until it is lost, and joins again, forever.
-async fn run(mut device: LorawanDevice, mut budget: TransmitBudget) -> ! {
+async fn run(mut device: LorawanDevice, mut budget: TransmitBudget, mut trial: ImageTrial) -> ! {
     let mut radio_health = RadioHealth::default();
     loop {
-        join(&mut device, &mut budget, &mut radio_health).await;
-        run_session(&mut device, &mut budget, &mut radio_health).await;
+        join(&mut device, &mut budget, &mut radio_health, &trial).await;
+        run_session(&mut device, &mut budget, &mut radio_health, &mut trial).await;
         warn!("session lost; joining again");
     }
 }
@@ -137,6 +144,7 @@ async fn join(
     device: &mut LorawanDevice,
     budget: &mut TransmitBudget,
     radio_health: &mut RadioHealth,
+    trial: &ImageTrial,
 ) {
     let credentials = JoinMode::OTAA {
         deveui: DevEui::from(config::eui_lsb_first(config::DEV_EUI_MSB)),
@@ -144,6 +152,7 @@ async fn join(
         appkey: AppKey::from(config::APP_KEY),
     };
     loop {
+        trial.check_deadline();
         budget.wait_for_turn().await;
         let data_rate = device.get_datarate();
         info!("join request at {}", data_rate);
@@ -174,6 +183,7 @@ async fn run_session(
     device: &mut LorawanDevice,
     budget: &mut TransmitBudget,
     radio_health: &mut RadioHealth,
+    trial: &mut ImageTrial,
 ) {
     let class_c = config::CLASS_C_AFTER_JOIN;
     if class_c {
@@ -195,6 +205,7 @@ async fn run_session(
         match outcome {
             Ok(SendResponse::DownlinkReceived(fcnt_down)) => {
                 radio_health.succeeded();
+                trial.downlink_heard();
                 debug!("uplink answered (FCntDown {})", fcnt_down);
             }
             Ok(SendResponse::RxComplete) => {
@@ -211,6 +222,7 @@ async fn run_session(
             Err(Error::Radio(failure)) => radio_health.failed(&failure),
         }
         deliver_downlinks(device);
+        trial.check_deadline();
     }
 }
 
