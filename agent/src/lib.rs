@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod firmware;
 pub mod identifiers;
 pub mod lorawan;
 pub mod packet_forwarder;

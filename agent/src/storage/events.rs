@@ -69,6 +69,10 @@ event_kinds! {
     DeviceFirmwareVersion => "device_firmware_version",
     /// A session was created (OTAA join or ABP activation).
     SessionCreated => "session_created",
+    /// A firmware image entered the cache (payload: SHA-256, kind, version, size).
+    ImageImported => "image_imported",
+    /// A firmware image left the cache (payload: SHA-256).
+    ImageRemoved => "image_removed",
 }
 
 impl fmt::Display for EventKind {

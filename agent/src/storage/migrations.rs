@@ -76,6 +76,29 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX events_by_device ON events (dev_eui, id) WHERE dev_eui IS NOT NULL;
     "#,
+    // 2: the firmware cache's metadata (the image files live in the cache directory,
+    // named by the SHA-256 of their content).
+    r#"
+    CREATE TABLE firmware_images (
+        sha256           TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+        kind             TEXT NOT NULL CHECK (kind IN ('mcuboot', 'opaque')),
+        size             INTEGER NOT NULL CHECK (size > 0),
+        -- The name it was imported under (file name), for people.
+        name             TEXT NOT NULL,
+        -- MCUboot version "major.minor.revision+build" (NULL for opaque images).
+        version          TEXT,
+        -- TS006 32-bit version (from the MCUboot header, or given for opaque images).
+        ts006_version    INTEGER CHECK (ts006_version BETWEEN 0 AND 4294967295),
+        hardware_version INTEGER CHECK (hardware_version BETWEEN 0 AND 4294967295),
+        -- MCUboot's digest of header, body and protected TLVs (NULL for opaque images).
+        image_digest     TEXT CHECK (image_digest IS NULL OR length(image_digest) = 64),
+        -- The detached signature of an opaque image (NULL for MCUboot images).
+        signature        BLOB,
+        -- KEYHASH of the trusted key that verified it.
+        signer_key_hash  TEXT NOT NULL CHECK (length(signer_key_hash) = 64),
+        imported_at_ms   INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
