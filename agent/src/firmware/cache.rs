@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use lorawan_fuota::image::{verify, ImageError, VerifyOptions};
 use sha2::{Digest, Sha256};
 
-use super::signing::hex;
+use super::hex;
 use super::trust::TrustStore;
 use crate::clock::WallTime;
 use crate::storage::{FirmwareImageKind, FirmwareImageRecord, Storage, StorageError};

@@ -14,3 +14,14 @@ pub mod trust;
 pub use cache::{CacheError, FirmwareCache, ImportOutcome, LoadedImage, OpaqueImage};
 pub use signing::{ImageSigner, ImageSpec, KeyIdentification, SignImageError, SigningKeyError};
 pub use trust::{TrustStore, TrustStoreEntry, TrustStoreError};
+
+/// Lower-case hexadecimal, the way digests and key hashes are shown and stored.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}

@@ -20,6 +20,8 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
 
+use super::hex;
+
 /// Magic of the protected TLV area's info header.
 const PROTECTED_TLV_MAGIC: u16 = 0x6908;
 /// Magic of the unprotected TLV area's info header.
@@ -351,13 +353,4 @@ fn tlv_area(magic: u16, tlvs: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let total = area.len() as u16;
     area[2..4].copy_from_slice(&total.to_le_bytes());
     area
-}
-
-/// Lower-case hexadecimal.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut text, byte| {
-        let _ = write!(text, "{byte:02x}");
-        text
-    })
 }
