@@ -73,6 +73,20 @@ event_kinds! {
     ImageImported => "image_imported",
     /// A firmware image left the cache (payload: SHA-256).
     ImageRemoved => "image_removed",
+    /// A FUOTA campaign was created (payload: id, image, targets, parameters).
+    CampaignCreated => "campaign_created",
+    /// A campaign changed state: started, paused, resumed, cancelled, finished
+    /// (payload: id, from, to).
+    CampaignState => "campaign_state",
+    /// A campaign moved to another step (payload: id, step).
+    CampaignStep => "campaign_step",
+    /// A device of a campaign moved to another step (payload: id, from, to, detail).
+    CampaignDeviceStep => "campaign_device_step",
+    /// A device of a campaign got its result (payload: id, status, error).
+    CampaignDeviceResult => "campaign_device_result",
+    /// A device of a campaign sent something wrong, or an answer it did not expect
+    /// (payload: id, fport, error).
+    CampaignDeviceError => "campaign_device_error",
 }
 
 impl fmt::Display for EventKind {

@@ -99,6 +99,55 @@ pub const MIGRATIONS: &[&str] = &[
         imported_at_ms   INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: FUOTA campaigns, their per-device rows, and each device's TS004 SessionCnt
+    // (it must grow across campaigns: devices refuse a replayed one).
+    r#"
+    CREATE TABLE campaigns (
+        id                  INTEGER PRIMARY KEY,
+        name                TEXT NOT NULL,
+        image_sha256        TEXT NOT NULL CHECK (length(image_sha256) = 64),
+        -- TS006 version the image installs, and the hardware version it is for.
+        target_version      INTEGER NOT NULL CHECK (target_version BETWEEN 0 AND 4294967295),
+        hardware_version    INTEGER CHECK (hardware_version BETWEEN 0 AND 4294967295),
+        -- JSON: how the targets were chosen (list, hardware version, tag).
+        targets             TEXT NOT NULL CHECK (json_valid(targets)),
+        delivery            TEXT NOT NULL CHECK (delivery IN ('multicast', 'unicast')),
+        -- JSON: the resolved parameters (plan figures and overrides).
+        parameters          TEXT NOT NULL CHECK (json_valid(parameters)),
+        state               TEXT NOT NULL CHECK (state IN ('created', 'running', 'paused', 'cancelled', 'finished')),
+        -- JSON: the current step of the campaign and its counters.
+        progress            TEXT NOT NULL CHECK (json_valid(progress)),
+        -- The multicast group: McAddr and McKey (never in events).
+        mc_addr             INTEGER NOT NULL CHECK (mc_addr BETWEEN 0 AND 4294967295),
+        mc_key              BLOB NOT NULL CHECK (length(mc_key) = 16),
+        -- Group FCnt high-water mark: every multicast FCnt handed out is below it;
+        -- written (and synced) before a value at or above it is used.
+        mc_fcnt_reserved    INTEGER NOT NULL DEFAULT 0 CHECK (mc_fcnt_reserved BETWEEN 0 AND 4294967296),
+        created_at_ms       INTEGER NOT NULL,
+        updated_at_ms       INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE campaign_devices (
+        campaign_id   INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+        dev_eui       TEXT NOT NULL CHECK (length(dev_eui) = 16),
+        -- The device's result ('in_progress' until it has one).
+        status        TEXT NOT NULL,
+        -- JSON: the step, the request waiting for an answer, what was learnt.
+        step          TEXT NOT NULL CHECK (json_valid(step)),
+        retries       INTEGER NOT NULL DEFAULT 0,
+        last_seen_ms  INTEGER,
+        missing       INTEGER,
+        last_error    TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, dev_eui)
+    ) STRICT;
+    CREATE INDEX campaign_devices_by_device ON campaign_devices (dev_eui);
+
+    CREATE TABLE frag_session_counters (
+        dev_eui          TEXT PRIMARY KEY CHECK (length(dev_eui) = 16),
+        last_session_cnt INTEGER NOT NULL CHECK (last_session_cnt BETWEEN 0 AND 65535)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

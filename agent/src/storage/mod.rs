@@ -2,8 +2,8 @@
 //!
 //! It owns the schema ([`migrations`]), the device registry ([`devices`]), device
 //! sessions and DevNonces ([`sessions`]), the event log ([`events`]), the FCntDown
-//! reservations ([`frame_counters`]) and the firmware cache's metadata
-//! ([`firmware_images`]).
+//! reservations ([`frame_counters`]), the firmware cache's metadata
+//! ([`firmware_images`]) and FUOTA campaigns ([`campaigns`]).
 //!
 //! # Writing
 //!
@@ -23,6 +23,7 @@
 //! that one commit), and reserves [`FCNT_DOWN_RESERVATION`] values at a time, so a
 //! downlink counter is never reused, without an fsync per frame.
 
+pub mod campaigns;
 pub mod devices;
 pub mod events;
 pub mod firmware_images;
