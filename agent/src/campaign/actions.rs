@@ -1,9 +1,10 @@
 //! What the campaign engine asks the network server to do ([`CampaignAction`]), and
 //! what the network server tells it back about multicast frames ([`MulticastOutcome`]).
 //!
-//! Unicast downlinks are application payloads for one device's next Class A window: the
-//! network server queues them (FIFO per device), encrypts them with the device's AppSKey
-//! and gives them an FCntDown. Multicast frames come with their group FCnt already
+//! Unicast downlinks are application payloads for the receive window of the uplink
+//! being handled (the engine returns at most one per uplink and keeps the rest for the
+//! device's next uplinks): the network server encrypts them with the device's AppSKey,
+//! gives them an FCntDown and sends them in RX1/RX2. Multicast frames come with their group FCnt already
 //! reserved by the engine and the group's session keys, so the network server only
 //! builds, schedules (duty cycle, Class A priority) and sends them, then reports each
 //! one with [`super::CampaignEngine::multicast_outcome`].
@@ -30,7 +31,7 @@ pub enum CampaignAction {
     },
 }
 
-/// An application downlink for a device's next Class A receive window.
+/// An application downlink for the receive window of the device's uplink being handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnicastDownlink {
     /// The campaign asking.

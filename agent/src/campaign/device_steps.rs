@@ -2,12 +2,12 @@
 //! lorawan-fuota's codecs), the answers that move a device on, the mapping of every
 //! error answer to a result, retries on the device's next uplinks, and timeouts.
 //!
-//! A device has at most one request waiting for an answer ([`PendingRequest`]). A
-//! request handed out while an uplink is being handled goes out in that uplink's
-//! receive window; otherwise in the window of the device's next uplink. A device's
-//! answer comes with the uplink after that: an uplink without the answer after the
-//! request went out means it was lost, and the request is sent again, up to
-//! `max_retries` times. A device that sends nothing at all ends `Timeout` after
+//! A device has at most one request waiting for an answer ([`PendingRequest`]).
+//! Downlinks wait in the engine's outbox for the device's next uplink, and each uplink
+//! releases one for its receive window (a Class A device gets one downlink per uplink;
+//! queuing more at the network server would only make them late). The answer comes
+//! with a later uplink: after two uplinks without it the request was lost, and is sent
+//! again, up to `max_retries` times. A device that sends nothing at all ends `Timeout` after
 //! `device_timeout_s`.
 //!
 //! Multicast order: versions (TS006 with DevVersionReq first, so devices already on the
@@ -116,7 +116,6 @@ impl Work<'_> {
         index: usize,
         step: DeviceStep,
         detail: &str,
-        from_uplink: bool,
     ) -> Result<(), CampaignError> {
         let previous = self.devices[index].step;
         self.devices[index].step = step;
@@ -129,7 +128,7 @@ impl Work<'_> {
                 serde_json::json!({ "from": previous, "to": step, "detail": detail }),
             );
         }
-        self.send_request(index, from_uplink)
+        self.send_request(index)
     }
 
     /// Moves a device on to the step after its current one.
@@ -137,7 +136,6 @@ impl Work<'_> {
         &mut self,
         index: usize,
         detail: &str,
-        from_uplink: bool,
     ) -> Result<(), CampaignError> {
         let device = &self.devices[index];
         let mut step = next_step(self.campaign.delivery, device.step);
@@ -145,7 +143,7 @@ impl Work<'_> {
         if device.status != DeviceStatus::InProgress && matches!(step, DeviceStep::ScheduleReboot) {
             step = DeviceStep::Done;
         }
-        self.set_step(index, step, detail, from_uplink)
+        self.set_step(index, step, detail)
     }
 
     /// Gives a device its result; it then cleans up what it set up on the device
@@ -155,7 +153,6 @@ impl Work<'_> {
         index: usize,
         status: DeviceStatus,
         error: Option<String>,
-        from_uplink: bool,
     ) -> Result<(), CampaignError> {
         let device = &mut self.devices[index];
         if device.status != DeviceStatus::InProgress {
@@ -187,25 +184,21 @@ impl Work<'_> {
         } else {
             cleanup
         };
-        self.set_step(index, cleanup, status.as_str(), from_uplink)
+        self.set_step(index, cleanup, status.as_str())
     }
 
     /// Sends the request of the device's step (again), recording it as pending.
-    pub(super) fn send_request(
-        &mut self,
-        index: usize,
-        from_uplink: bool,
-    ) -> Result<(), CampaignError> {
+    pub(super) fn send_request(&mut self, index: usize) -> Result<(), CampaignError> {
         let Some((fport, payload)) = self.request_of(index)? else {
             return Ok(());
         };
-        self.unicast(index, fport, payload);
+        self.queue_request(index, fport, payload);
         let now_ms = self.now_ms();
         let device = &mut self.devices[index];
         let attempts = device.pending.map_or(0, |p| p.attempts);
         device.pending = Some(PendingRequest {
             issued_ms: now_ms,
-            uplinks_without_answer: u32::from(from_uplink),
+            uplinks_without_answer: 0,
             attempts: attempts + 1,
         });
         self.touch(index);
@@ -248,12 +241,7 @@ impl Work<'_> {
                 let root = match self.root_key(device.dev_eui)? {
                     Ok(root) => root,
                     Err(error) => {
-                        self.finish_device(
-                            index,
-                            DeviceStatus::PackageNotSupported,
-                            Some(error),
-                            false,
-                        )?;
+                        self.finish_device(index, DeviceStatus::PackageNotSupported, Some(error))?;
                         return Ok(None);
                     }
                 };
@@ -280,7 +268,6 @@ impl Work<'_> {
                                 index,
                                 DeviceStatus::PackageNotSupported,
                                 Some(error),
-                                false,
                             )?;
                             return Ok(None);
                         }
@@ -443,7 +430,10 @@ impl Work<'_> {
         }
         let device = &self.devices[index];
         if device.step == DeviceStep::UnicastFragments {
-            return self.send_unicast_fragment(index);
+            if self.outbox_empty(index) {
+                self.send_unicast_fragment(index)?;
+            }
+            return Ok(());
         }
         if (device.step, device.pending) == before {
             self.uplink_without_answer(index)?;
@@ -474,17 +464,17 @@ impl Work<'_> {
             );
         }
         device.retries += 1;
-        self.send_request(index, true)
+        self.send_request(index)
     }
 
     /// A device stopped answering.
     pub(super) fn timeout(&mut self, index: usize, error: String) -> Result<(), CampaignError> {
         if self.devices[index].status == DeviceStatus::InProgress {
-            self.finish_device(index, DeviceStatus::Timeout, Some(error), false)
+            self.finish_device(index, DeviceStatus::Timeout, Some(error))
         } else {
             // Cleaning up after a result: give up on it.
             self.device_error(index, None, error);
-            self.set_step(index, DeviceStep::Done, "cleanup unanswered", false)
+            self.set_step(index, DeviceStep::Done, "cleanup unanswered")
         }
     }
 
@@ -510,13 +500,12 @@ impl Work<'_> {
                     match known_version(&answer, Package::ClockSync) {
                         Ok(number) => {
                             self.devices[index].facts.clock_sync_version = Some(number);
-                            self.advance_device(index, "TS003 version known", true)?;
+                            self.advance_device(index, "TS003 version known")?;
                         }
                         Err(error) => self.finish_device(
                             index,
                             DeviceStatus::PackageNotSupported,
                             Some(error),
-                            true,
                         )?,
                     }
                 }
@@ -541,7 +530,7 @@ impl Work<'_> {
                         self.devices[index].facts.clock_synchronised = true;
                         self.touch(index);
                         if self.devices[index].step == DeviceStep::ClockSync {
-                            self.advance_device(index, "clock synchronised", true)?;
+                            self.advance_device(index, "clock synchronised")?;
                         }
                     }
                 }
@@ -569,13 +558,12 @@ impl Work<'_> {
                     match known_version(&answer, Package::MulticastSetup) {
                         Ok(number) => {
                             self.devices[index].facts.multicast_version = Some(number);
-                            self.advance_device(index, "TS005 version known", true)?;
+                            self.advance_device(index, "TS005 version known")?;
                         }
                         Err(error) => self.finish_device(
                             index,
                             DeviceStatus::PackageNotSupported,
                             Some(error),
-                            true,
                         )?,
                     }
                 }
@@ -590,10 +578,9 @@ impl Work<'_> {
                                 "McGroupSetupAns IDerror: McGroupID {} is not supported",
                                 self.campaign.parameters.mc_group_id
                             )),
-                            true,
                         )?;
                     } else {
-                        self.advance_device(index, "multicast group set up", true)?;
+                        self.advance_device(index, "multicast group set up")?;
                     }
                 }
                 multicast_setup::Uplink::McClassCSessionAns(answer)
@@ -611,7 +598,6 @@ impl Work<'_> {
                                 answer.mc_group_undefined,
                                 answer.reserved_errors
                             )),
-                            true,
                         )?;
                     } else if answer.start_missed {
                         self.device_error(
@@ -621,20 +607,20 @@ impl Work<'_> {
                              device waits for the next one"
                                 .into(),
                         );
-                        self.set_step(index, DeviceStep::ReadyForSession, "start missed", true)?;
+                        self.set_step(index, DeviceStep::ReadyForSession, "start missed")?;
                     } else if step == DeviceStep::SessionSetup {
                         if let super::model::CampaignPhase::SessionScheduling { start_ms, .. } =
                             self.campaign.progress.phase
                         {
                             self.devices[index].facts.session_start_ms = Some(start_ms);
                         }
-                        self.advance_device(index, "Class C session accepted", true)?;
+                        self.advance_device(index, "Class C session accepted")?;
                     }
                 }
                 multicast_setup::Uplink::McGroupDeleteAns { .. }
                     if step == DeviceStep::DeleteGroup =>
                 {
-                    self.advance_device(index, "multicast group deleted", true)?;
+                    self.advance_device(index, "multicast group deleted")?;
                 }
                 _ => {}
             }
@@ -660,13 +646,12 @@ impl Work<'_> {
                     match known_version(&answer, Package::Fragmentation) {
                         Ok(number) => {
                             self.devices[index].facts.fragmentation_version = Some(number);
-                            self.advance_device(index, "TS004 version known", true)?;
+                            self.advance_device(index, "TS004 version known")?;
                         }
                         Err(error) => self.finish_device(
                             index,
                             DeviceStatus::PackageNotSupported,
                             Some(error),
-                            true,
                         )?,
                     }
                 }
@@ -687,7 +672,6 @@ impl Work<'_> {
                                  {}-byte block or its decoder",
                                 self.image.len()
                             )),
-                            true,
                         )?;
                     } else if frag_algo_unsupported || frag_index_unsupported || wrong_descriptor {
                         self.finish_device(
@@ -698,7 +682,6 @@ impl Work<'_> {
                                  {frag_algo_unsupported}, FragIndexUnsupported \
                                  {frag_index_unsupported}, WrongDescriptor {wrong_descriptor}"
                             )),
-                            true,
                         )?;
                     } else if session_cnt_replay {
                         // The device saw this SessionCnt (or a later one): take a new one.
@@ -716,12 +699,11 @@ impl Work<'_> {
                                 index,
                                 DeviceStatus::FragSessionRefused,
                                 Some("the device refused every SessionCnt as a replay".into()),
-                                true,
                             )?;
                         } else {
                             self.new_session_cnt(index)?;
                             self.devices[index].retries += 1;
-                            self.send_request(index, true)?;
+                            self.send_request(index)?;
                         }
                     } else {
                         if self.campaign.delivery == Delivery::Unicast {
@@ -731,7 +713,7 @@ impl Work<'_> {
                             facts.unicast_round_end =
                                 Some(parameters.fragments + parameters.first_pass_coded);
                         }
-                        self.advance_device(index, "fragmentation session set up", true)?;
+                        self.advance_device(index, "fragmentation session set up")?;
                     }
                 }
                 fragmentation::Uplink::FragSessionStatusAnsV1 {
@@ -747,7 +729,6 @@ impl Work<'_> {
                                  of decoder memory"
                                     .into(),
                             ),
-                            true,
                         )?;
                     } else {
                         self.reception_status(index, u32::from(reception.missing_frag), false)?;
@@ -778,7 +759,6 @@ impl Work<'_> {
                                  fragmentation session"
                                     .into(),
                             ),
-                            true,
                         )?;
                     } else if memory_error {
                         self.finish_device(
@@ -789,7 +769,6 @@ impl Work<'_> {
                                  the fragments"
                                     .into(),
                             ),
-                            true,
                         )?;
                     } else {
                         let missing = reception
@@ -817,7 +796,7 @@ impl Work<'_> {
                 fragmentation::Uplink::FragSessionDeleteAns { .. }
                     if step == DeviceStep::DeleteFragSession =>
                 {
-                    self.advance_device(index, "fragmentation session deleted", true)?;
+                    self.advance_device(index, "fragmentation session deleted")?;
                 }
                 _ => {}
             }
@@ -858,17 +837,16 @@ impl Work<'_> {
                     "the rebuilt data block failed its TS004 MIC: the device will not use it"
                         .into(),
                 ),
-                true,
             );
         }
         if missing == 0 {
-            return self.advance_device(index, "data block complete", true);
+            return self.advance_device(index, "data block complete");
         }
         if step == DeviceStep::StatusQuery {
             match self.campaign.delivery {
                 Delivery::Multicast => {
                     // Waits for the campaign's next repair round.
-                    self.set_step(index, DeviceStep::Receiving, "fragments missing", true)?;
+                    self.set_step(index, DeviceStep::Receiving, "fragments missing")?;
                 }
                 Delivery::Unicast => self.unicast_repair(index, missing)?,
             }
@@ -893,13 +871,12 @@ impl Work<'_> {
                     "{missing} fragments still missing after {} repair rounds",
                     facts.unicast_repairs
                 )),
-                true,
             );
         }
         let facts = &mut self.devices[index].facts;
         facts.unicast_repairs += 1;
         facts.unicast_round_end = Some(end as u16);
-        self.set_step(index, DeviceStep::UnicastFragments, "repair round", true)
+        self.set_step(index, DeviceStep::UnicastFragments, "repair round")
     }
 
     /// Unicast delivery: the next fragment in this uplink's window, or the status
@@ -911,11 +888,11 @@ impl Work<'_> {
         let end = facts.unicast_round_end.unwrap_or(parameters.fragments);
         if next > end {
             self.devices[index].facts.status_since_ms = Some(self.now_ms());
-            return self.set_step(index, DeviceStep::StatusQuery, "round sent", true);
+            return self.set_step(index, DeviceStep::StatusQuery, "round sent");
         }
         let version = version_of(facts.fragmentation_version);
         let payload = self.fragment_payload(next, version)?;
-        self.unicast(index, PORT_FRAGMENTATION, payload);
+        self.queue_request(index, PORT_FRAGMENTATION, payload);
         self.devices[index].facts.unicast_next_fragment = Some(next + 1);
         self.touch(index);
         Ok(())
@@ -961,9 +938,7 @@ impl Work<'_> {
                         self.finish_device(
                             index,
                             DeviceStatus::PackageNotSupported,
-                            Some(error),
-                            true,
-                        )?;
+                            Some(error))?;
                     }
                 }
                 firmware_management::Uplink::DevVersionAns {
@@ -983,23 +958,21 @@ impl Work<'_> {
                                     Some(format!(
                                         "the device's hardware version is {hardware_version:#010x}, \
                                          the image is for {image_hardware:#010x}"
-                                    )),
-                                    true,
-                                )?;
+                                    )))?;
                                 continue;
                             }
                         }
                         if firmware_version == self.campaign.target_version {
-                            self.finish_device(index, DeviceStatus::AlreadyUpToDate, None, true)?;
+                            self.finish_device(index, DeviceStatus::AlreadyUpToDate, None)?;
                         } else {
-                            self.advance_device(index, "versions known", true)?;
+                            self.advance_device(index, "versions known")?;
                         }
                     }
                     DeviceStep::ConfirmVersion => {
                         let dev_eui = self.devices[index].dev_eui;
                         self.firmware_versions.push((dev_eui, firmware_version));
                         if firmware_version == self.campaign.target_version {
-                            self.finish_device(index, DeviceStatus::Successful, None, true)?;
+                            self.finish_device(index, DeviceStatus::Successful, None)?;
                         } else {
                             self.finish_device(
                                 index,
@@ -1008,9 +981,7 @@ impl Work<'_> {
                                     "after the reboot the device runs version {firmware_version:#010x}, \
                                      not the image's {:#010x} (refused or reverted by the bootloader)",
                                     self.campaign.target_version
-                                )),
-                                true,
-                            )?;
+                                )))?;
                         }
                     }
                     _ => {}
@@ -1022,7 +993,7 @@ impl Work<'_> {
                         UpgradeImageStatus::Valid {
                             next_firmware_version,
                         } if next_firmware_version == self.campaign.target_version => {
-                            self.advance_device(index, "image verified by the device", true)?;
+                            self.advance_device(index, "image verified by the device")?;
                         }
                         UpgradeImageStatus::Valid {
                             next_firmware_version,
@@ -1033,15 +1004,11 @@ impl Work<'_> {
                                 "the device holds an image of version {next_firmware_version:#010x}, \
                                  not {:#010x}",
                                 self.campaign.target_version
-                            )),
-                            true,
-                        )?,
+                            )))?,
                         UpgradeImageStatus::WrongHardware => self.finish_device(
                             index,
                             DeviceStatus::WrongHardware,
-                            Some("DevUpgradeImageAns: the image is for other hardware".into()),
-                            true,
-                        )?,
+                            Some("DevUpgradeImageAns: the image is for other hardware".into()))?,
                         UpgradeImageStatus::CorruptOrBadSignature => self.finish_device(
                             index,
                             DeviceStatus::ImageRejected,
@@ -1049,15 +1016,11 @@ impl Work<'_> {
                                 "DevUpgradeImageAns: the image is corrupt, badly signed or a \
                                  downgrade"
                                     .into(),
-                            ),
-                            true,
-                        )?,
+                            ))?,
                         UpgradeImageStatus::NoImage => self.finish_device(
                             index,
                             DeviceStatus::ImageRejected,
-                            Some("DevUpgradeImageAns: the device holds no complete image".into()),
-                            true,
-                        )?,
+                            Some("DevUpgradeImageAns: the device holds no complete image".into()))?,
                     }
                 }
                 firmware_management::Uplink::DevRebootTimeAns { reboot_time }
@@ -1067,9 +1030,7 @@ impl Work<'_> {
                         self.set_step(
                             index,
                             DeviceStep::ScheduleRebootCountdown,
-                            "the device could not take a GPS reboot time",
-                            true,
-                        )?;
+                            "the device could not take a GPS reboot time")?;
                     } else {
                         self.reboot_programmed(index, u64::from(reboot_time))?;
                     }
@@ -1081,9 +1042,7 @@ impl Work<'_> {
                         self.finish_device(
                             index,
                             DeviceStatus::RebootRefused,
-                            Some(format!("DevRebootCountdownAns {countdown:#x}: no reboot programmed")),
-                            true,
-                        )?;
+                            Some(format!("DevRebootCountdownAns {countdown:#x}: no reboot programmed")))?;
                     } else {
                         self.reboot_programmed(index, u64::from(countdown))?;
                     }
@@ -1098,7 +1057,7 @@ impl Work<'_> {
         let at =
             self.now_ms() + i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
         self.devices[index].facts.reboot_at_ms = Some(at);
-        self.advance_device(index, "reboot programmed", true)
+        self.advance_device(index, "reboot programmed")
     }
 
     /// Time-driven device steps: timeouts, and the version check after the reboot.
@@ -1110,7 +1069,7 @@ impl Work<'_> {
             let due = device.facts.reboot_at_ms.unwrap_or(now_ms)
                 + i64::try_from(parameters.reboot_grace_s * 1000).unwrap_or(i64::MAX / 2);
             if now_ms >= due {
-                return self.advance_device(index, "reboot done", false);
+                return self.advance_device(index, "reboot done");
             }
             return Ok(());
         }

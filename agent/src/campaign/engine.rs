@@ -27,7 +27,7 @@ use super::model::{
     DEFAULT_MC_ADDR_BASE,
 };
 use super::plan::{plan, PlanInputs, Redundancy};
-use super::work::Work;
+use super::work::{Outbox, Work};
 use super::CampaignError;
 use crate::clock::WallTime;
 use crate::firmware::FirmwareCache;
@@ -87,6 +87,7 @@ pub struct CampaignEngine {
     cache: FirmwareCache,
     images: HashMap<String, Arc<Vec<u8>>>,
     groups: HashMap<CampaignId, GroupRuntime>,
+    outboxes: HashMap<CampaignId, Outbox>,
 }
 
 impl CampaignEngine {
@@ -108,6 +109,7 @@ impl CampaignEngine {
             cache,
             images: HashMap::new(),
             groups: HashMap::new(),
+            outboxes: HashMap::new(),
         })
     }
 
@@ -272,6 +274,7 @@ impl CampaignEngine {
             tx.set_campaign_state(id, CampaignState::Running, CampaignState::Paused, now)
         })?;
         self.groups.remove(&id);
+        self.outboxes.remove(&id);
         Ok(())
     }
 
@@ -335,12 +338,16 @@ impl CampaignEngine {
             tx.set_campaign_state(id, campaign.state, CampaignState::Cancelled, now)
         })?;
         self.groups.remove(&id);
+        self.outboxes.remove(&id);
         Ok(())
     }
 
     /// Handles an application uplink of a device (any FPort: every uplink is a chance
     /// to send the device's next request; FPorts 200–203 carry the answers). `now` is
-    /// when it was received. Devices in no running campaign give no action.
+    /// when it was received. Returns at most one unicast downlink for the device, to
+    /// send in this uplink's receive window (the others wait for its next uplinks), and
+    /// whatever multicast frames the step allows. Devices in no running campaign give
+    /// no action.
     pub fn handle_uplink(
         &mut self,
         storage: &mut Storage,
@@ -558,11 +565,16 @@ impl CampaignEngine {
             storage: &*storage,
             session_counters: BTreeMap::new(),
             firmware_versions: Vec::new(),
+            outbox: self.outboxes.remove(&id).unwrap_or_default(),
+        };
+        let uplink_device = match &input {
+            Input::Uplink { dev_eui, .. } => Some(*dev_eui),
+            _ => None,
         };
         match input {
             Input::Start => {
                 for index in 0..work.devices.len() {
-                    work.send_request(index, false)?;
+                    work.send_request(index)?;
                 }
             }
             Input::Resume { paused_ms } => {
@@ -577,9 +589,9 @@ impl CampaignEngine {
                             CampaignPhase::SessionScheduling { .. }
                         )
                     {
-                        work.set_step(index, DeviceStep::ReadyForSession, "session missed", false)?;
+                        work.set_step(index, DeviceStep::ReadyForSession, "session missed")?;
                     } else if work.devices[index].pending.is_some() {
-                        work.send_request(index, false)?;
+                        work.send_request(index)?;
                     }
                 }
             }
@@ -609,6 +621,9 @@ impl CampaignEngine {
             },
         }
         work.advance_campaign()?;
+        if let Some(dev_eui) = uplink_device {
+            work.release_window(dev_eui);
+        }
         let finished = work.campaign.progress.phase == CampaignPhase::Done
             && new_state == CampaignState::Running;
         if finished {
@@ -637,8 +652,12 @@ impl CampaignEngine {
             mut actions,
             frames,
             session_counters,
+            outbox,
             ..
         } = work;
+        if new_state == CampaignState::Running {
+            self.outboxes.insert(id, outbox);
+        }
         drop(image);
         for frame in frames {
             let fcnt = self.next_fcnt(storage, id)?;
@@ -682,6 +701,7 @@ impl CampaignEngine {
         })?;
         if new_state == CampaignState::Finished {
             self.groups.remove(&id);
+            self.outboxes.remove(&id);
         }
         Ok(actions)
     }

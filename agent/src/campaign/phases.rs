@@ -47,11 +47,31 @@ impl Work<'_> {
                 }
                 let setting_up: Vec<usize> =
                     self.indexes(|d| d.status == DeviceStatus::InProgress && is_setup_step(d.step));
-                if !setting_up.is_empty() && now_ms < deadline_ms {
+                if now_ms >= deadline_ms {
+                    for index in setting_up {
+                        self.timeout(index, "not set up by the end of the setup time".into())?;
+                    }
+                    self.schedule_session_or_finish(None)?;
                     return Ok(());
                 }
-                for index in setting_up {
-                    self.timeout(index, "not set up by the end of the setup time".into())?;
+                // Devices that have been quiet for a session lead time would miss the
+                // session anyway: they do not hold the others back (they go on with
+                // their own steps, and a later session takes them if they come back).
+                let lead_ms = i64::try_from(self.campaign.parameters.session_lead_s * 1000)
+                    .unwrap_or(i64::MAX / 4);
+                let active = setting_up.iter().any(|&i| {
+                    let device = &self.devices[i];
+                    let heard = device
+                        .pending
+                        .map_or(now_ms, |p| p.issued_ms)
+                        .max(device.last_seen_ms.unwrap_or(i64::MIN));
+                    now_ms - heard < lead_ms
+                });
+                let ready = self.devices.iter().any(|d| {
+                    d.status == DeviceStatus::InProgress && d.step == DeviceStep::ReadyForSession
+                });
+                if active || (!ready && !setting_up.is_empty()) {
+                    return Ok(());
                 }
                 self.schedule_session_or_finish(None)?;
             }
@@ -151,7 +171,7 @@ impl Work<'_> {
                         && !d.facts.block_complete
                 });
                 for &index in &silent {
-                    self.set_step(index, DeviceStep::StatusQuery, "no status answer", false)?;
+                    self.set_step(index, DeviceStep::StatusQuery, "no status answer")?;
                 }
                 let waiting = self.indexes(|d| {
                     d.status == DeviceStatus::InProgress && d.step == DeviceStep::StatusQuery
@@ -309,7 +329,7 @@ impl Work<'_> {
             if self.frames_fitting(from, end_ms) >= wanted {
                 for &index in &needing {
                     if self.devices[index].step == DeviceStep::StatusQuery {
-                        self.set_step(index, DeviceStep::Receiving, "repair round", false)?;
+                        self.set_step(index, DeviceStep::Receiving, "repair round")?;
                     }
                 }
                 let round_end = self.campaign.progress.round_end;
@@ -323,7 +343,7 @@ impl Work<'_> {
     /// Devices that cannot get the rest of the block end `MissingFrag`.
     fn give_up(&mut self, needing: &[usize], error: String) -> Result<(), CampaignError> {
         for &index in needing {
-            self.finish_device(index, DeviceStatus::MissingFrag, Some(error.clone()), false)?;
+            self.finish_device(index, DeviceStatus::MissingFrag, Some(error.clone()))?;
         }
         self.set_phase(CampaignPhase::Finishing);
         Ok(())
@@ -334,7 +354,7 @@ impl Work<'_> {
         if let Some(also) = also {
             for &index in also {
                 if self.devices[index].step != DeviceStep::ReadyForSession {
-                    self.set_step(index, DeviceStep::ReadyForSession, "next session", false)?;
+                    self.set_step(index, DeviceStep::ReadyForSession, "next session")?;
                 }
             }
         }
@@ -365,7 +385,6 @@ impl Work<'_> {
                         "the device speaks TS004 v{version}, the group's coded fragments are \
                          v{group_version} (their parity rows differ): update it on its own"
                     )),
-                    false,
                 )?;
             }
         }
@@ -403,7 +422,7 @@ impl Work<'_> {
             timeout_exponent: exponent,
         });
         for index in ready {
-            self.set_step(index, DeviceStep::SessionSetup, "session scheduled", false)?;
+            self.set_step(index, DeviceStep::SessionSetup, "session scheduled")?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! that result. The engine writes it back in one transaction
 //! ([`super::engine::CampaignEngine`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lorawan_fuota::crypto::multicast::LorawanVersion;
 
@@ -22,6 +22,18 @@ pub(super) struct FrameRequest {
     pub not_before_ms: i64,
     pub not_after_ms: i64,
 }
+
+/// A unicast downlink waiting for the device's next uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct QueuedDownlink {
+    pub fport: u8,
+    pub payload: Vec<u8>,
+    /// A step's request (at most one is queued: a retry replaces it), or an answer.
+    pub request: bool,
+}
+
+/// Unicast downlinks waiting for each device's next uplink.
+pub(super) type Outbox = BTreeMap<DevEui, VecDeque<QueuedDownlink>>;
 
 /// The root key a device's TS005 / TS004 keys derive from.
 #[derive(Clone, Copy)]
@@ -49,6 +61,8 @@ pub(super) struct Work<'a> {
     pub session_counters: BTreeMap<DevEui, u16>,
     /// Firmware versions to record in the registry.
     pub firmware_versions: Vec<(DevEui, u32)>,
+    /// Unicast downlinks waiting for the devices' uplinks.
+    pub outbox: Outbox,
 }
 
 impl<'a> Work<'a> {
@@ -113,14 +127,53 @@ impl<'a> Work<'a> {
         self.touch(index);
     }
 
-    /// Queues a unicast downlink for a device.
+    /// Queues an answer (AppTimeAns, FragDataBlockReceivedAns) for the device's next
+    /// uplink; an identical one already waiting is not queued twice.
     pub fn unicast(&mut self, index: usize, fport: u8, payload: Vec<u8>) {
         let dev_eui = self.devices[index].dev_eui;
+        let queue = self.outbox.entry(dev_eui).or_default();
+        if !queue
+            .iter()
+            .any(|q| !q.request && q.fport == fport && q.payload == payload)
+        {
+            queue.push_back(QueuedDownlink {
+                fport,
+                payload,
+                request: false,
+            });
+        }
+    }
+
+    /// Queues a step's request for the device's next uplink, replacing an older one.
+    pub fn queue_request(&mut self, index: usize, fport: u8, payload: Vec<u8>) {
+        let dev_eui = self.devices[index].dev_eui;
+        let queue = self.outbox.entry(dev_eui).or_default();
+        queue.retain(|q| !q.request);
+        queue.push_back(QueuedDownlink {
+            fport,
+            payload,
+            request: true,
+        });
+    }
+
+    /// Whether nothing waits for the device's next uplink.
+    pub fn outbox_empty(&self, index: usize) -> bool {
+        self.outbox
+            .get(&self.devices[index].dev_eui)
+            .is_none_or(VecDeque::is_empty)
+    }
+
+    /// The device just sent an uplink: the first downlink waiting for it goes out in
+    /// that uplink's receive window.
+    pub fn release_window(&mut self, dev_eui: DevEui) {
+        let Some(queued) = self.outbox.get_mut(&dev_eui).and_then(VecDeque::pop_front) else {
+            return;
+        };
         self.actions.push(CampaignAction::Unicast(UnicastDownlink {
             campaign_id: self.campaign.id,
             dev_eui,
-            fport,
-            payload,
+            fport: queued.fport,
+            payload: queued.payload,
         }));
     }
 

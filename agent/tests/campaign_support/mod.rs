@@ -637,6 +637,12 @@ impl Fleet {
         let Some((fport, payload)) = uplink else {
             return;
         };
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!(
+                "{now_ms} up {fport} {payload:02x?} queue {}",
+                device.downlinks.len()
+            );
+        }
         let dev_eui = device.dev_eui;
         let now = self.wall();
         let (engine, storage) = (
@@ -652,7 +658,10 @@ impl Fleet {
         if let Some((fport, payload)) = device.downlinks.pop_front() {
             let instant = device.instant(now_ms + 1_000);
             if let Some(node) = device.node.as_mut() {
-                node.handle_downlink(instant, fport, &payload);
+                let report = node.handle_downlink(instant, fport, &payload);
+                if std::env::var("SIM_TRACE").is_ok() && fport != 201 {
+                    eprintln!("{now_ms} down {fport} {payload:02x?} {report:?}");
+                }
             }
         }
     }
