@@ -2,7 +2,8 @@
 //! holding the others back, a device whose rebuilt block fails its MIC ends `MICError`
 //! (TS004 v2) or `ImageRejected` (v1: no MIC, the device's signature check refuses it),
 //! a device already on the target version is skipped, a device whose bootloader reverts
-//! the image ends `VersionMismatch`; and a campaign that cannot be done is refused at
+//! the image ends `VersionMismatch`, a device that loses power mid-download resumes it
+//! and is updated; and a campaign that cannot be done is refused at
 //! creation with the plan's figures.
 
 mod campaign_support;
@@ -50,11 +51,12 @@ fn mixed_fleet(version: PackageVersion, seed: u64) -> (Fleet, i64) {
             (Behaviour::StuckFlashBit, 10),
             (Behaviour::UpToDate, 10),
             (Behaviour::Reverts, 10),
-            (Behaviour::Normal, 10),
+            (Behaviour::PowerCut, 10),
         ],
         body_size: 12_000,
         package_version: version,
         seed,
+        unicast_loss_percent: 0,
     });
     let id = fleet.start_campaign(&spec(&fleet));
     (fleet, id)
@@ -77,6 +79,8 @@ fn each_failing_device_ends_with_its_own_status_and_the_others_succeed() {
             DeviceStatus::Successful,
         ]
     );
+    // The device that lost power mid-download resumed it and was updated.
+    assert_eq!(fleet.devices[6].reboots, 2, "the power cut and the update");
     // Only the working devices took the new image; the others were not rebooted into it.
     let versions = fleet.running_versions();
     assert_eq!(versions[0], TARGET.to_ts006());
@@ -154,6 +158,7 @@ fn a_single_device_is_updated_by_unicast_fragments() {
         body_size: 6_000,
         package_version: PackageVersion::V2,
         seed: 13,
+        unicast_loss_percent: 0,
     });
     let id = fleet.start_campaign(&spec(&fleet));
     assert!(fleet.run_until_finished(id, 24 * 3600));
@@ -182,6 +187,7 @@ fn a_campaign_needing_more_than_16383_fragments_is_refused_with_the_figures() {
         body_size: 800_000,
         package_version: PackageVersion::V2,
         seed: 14,
+        unicast_loss_percent: 0,
     });
     let mut spec = spec(&fleet);
     spec.overrides.data_rate = Some(0);
@@ -210,6 +216,7 @@ fn bad_requests_are_refused_with_reasons() {
         body_size: 4_000,
         package_version: PackageVersion::V2,
         seed: 15,
+        unicast_loss_percent: 0,
     });
     let now = fleet.wall();
     let good = spec(&fleet);

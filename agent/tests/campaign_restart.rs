@@ -25,6 +25,7 @@ fn options(seed: u64) -> FleetOptions {
         body_size: 10_000,
         package_version: PackageVersion::V2,
         seed,
+        unicast_loss_percent: 0,
     }
 }
 

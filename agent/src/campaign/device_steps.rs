@@ -27,11 +27,14 @@ use lorawan_fuota::crypto::data_block_mic::{data_block_int_key, data_block_mic};
 use lorawan_fuota::crypto::multicast::{encrypt_mc_key_for_wire, mc_ke_key, mc_root_key};
 use lorawan_fuota::fec::encoder::FragmentEncoder;
 
+use super::actions::{CampaignAction, UnicastDownlink};
 use super::model::{Delivery, DeviceStatus, DeviceStep, PendingRequest};
 use super::plan::repair_round_size;
 use super::work::Work;
 use super::CampaignError;
+use crate::identifiers::DevEui;
 use crate::storage::EventKind;
+use std::collections::VecDeque;
 
 /// FPort of each package (the defaults; devices using other ports are not supported).
 pub(super) const PORT_MULTICAST: u8 = 200;
@@ -272,10 +275,9 @@ impl Work<'_> {
                             return Ok(None);
                         }
                     };
-                    let session_cnt = match device.facts.session_cnt {
-                        Some(count) => count,
-                        None => self.new_session_cnt(index)?,
-                    };
+                    // A new SessionCnt for every attempt: when an answer was lost, the
+                    // device accepts the repeated setup instead of calling it a replay.
+                    let session_cnt = self.new_session_cnt(index)?;
                     Some(SessionSetupV2 {
                         ack_reception: true,
                         session_cnt,
@@ -364,6 +366,10 @@ impl Work<'_> {
                 }])?,
             ),
             DeviceStep::ScheduleReboot => {
+                let delay_ms = i64::try_from(parameters.reboot_delay_s * 1000).unwrap_or(0);
+                let facts = &mut self.devices[index].facts;
+                facts.reboot_at_ms = Some(self.now.unix_millis() + delay_ms);
+                facts.reboot_acknowledged = false;
                 let at = self
                     .now
                     .saturating_add_micros(
@@ -377,13 +383,19 @@ impl Work<'_> {
                     encode(&[firmware_management::Downlink::DevRebootTimeReq { reboot_time: at }])?,
                 )
             }
-            DeviceStep::ScheduleRebootCountdown => (
-                PORT_FIRMWARE,
-                encode(&[firmware_management::Downlink::DevRebootCountdownReq {
-                    countdown: u32::try_from(parameters.reboot_delay_s.clamp(1, 0x00FF_FFFE))
-                        .unwrap_or(60),
-                }])?,
-            ),
+            DeviceStep::ScheduleRebootCountdown => {
+                let delay_ms = i64::try_from(parameters.reboot_delay_s * 1000).unwrap_or(0);
+                let facts = &mut self.devices[index].facts;
+                facts.reboot_at_ms = Some(self.now.unix_millis() + delay_ms);
+                facts.reboot_acknowledged = false;
+                (
+                    PORT_FIRMWARE,
+                    encode(&[firmware_management::Downlink::DevRebootCountdownReq {
+                        countdown: u32::try_from(parameters.reboot_delay_s.clamp(1, 0x00FF_FFFE))
+                            .unwrap_or(60),
+                    }])?,
+                )
+            }
             DeviceStep::ConfirmVersion => (
                 PORT_FIRMWARE,
                 encode(&[firmware_management::Downlink::DevVersionReq])?,
@@ -395,6 +407,31 @@ impl Work<'_> {
             | DeviceStep::Done => return Ok(None),
         };
         Ok(Some(request))
+    }
+
+    /// The device just sent an uplink: the first downlink waiting for it goes out in
+    /// that uplink's receive window. A reboot request is built now, so the reboot time
+    /// it carries is counted from when it is sent.
+    pub(super) fn release_window(&mut self, dev_eui: DevEui) -> Result<(), CampaignError> {
+        let Some(queued) = self.outbox.get_mut(&dev_eui).and_then(VecDeque::pop_front) else {
+            return Ok(());
+        };
+        let (mut fport, mut payload) = (queued.fport, queued.payload);
+        if let Some(index) = self.index_of(dev_eui) {
+            if queued.request && self.devices[index].step == DeviceStep::ScheduleReboot {
+                match self.request_of(index)? {
+                    Some(fresh) => (fport, payload) = fresh,
+                    None => return Ok(()),
+                }
+            }
+        }
+        self.actions.push(CampaignAction::Unicast(UnicastDownlink {
+            campaign_id: self.campaign.id,
+            dev_eui,
+            fport,
+            payload,
+        }));
+        Ok(())
     }
 
     /// A new SessionCnt for the device: above the stored one and this campaign's.
@@ -451,6 +488,27 @@ impl Work<'_> {
         pending.uplinks_without_answer += 1;
         if pending.uplinks_without_answer < 2 {
             return Ok(());
+        }
+        // A lost answer to a reboot request: the device may reboot as asked. Sending
+        // the request again would reboot it twice; once the time is past, its version
+        // tells (and a device still on the old version is asked again).
+        if matches!(
+            device.step,
+            DeviceStep::ScheduleReboot | DeviceStep::ScheduleRebootCountdown
+        ) {
+            if let Some(at) = device.facts.reboot_at_ms {
+                let grace_ms =
+                    i64::try_from(self.campaign.parameters.reboot_grace_s * 1000).unwrap_or(0);
+                if self.now.unix_millis() < at + grace_ms {
+                    return Ok(());
+                }
+                device.retries += 1;
+                return self.set_step(
+                    index,
+                    DeviceStep::ConfirmVersion,
+                    "no answer to the reboot request: asking the version",
+                );
+            }
         }
         if pending.attempts > max_retries {
             let step = device.step;
@@ -701,7 +759,6 @@ impl Work<'_> {
                                 Some("the device refused every SessionCnt as a replay".into()),
                             )?;
                         } else {
-                            self.new_session_cnt(index)?;
                             self.devices[index].retries += 1;
                             self.send_request(index)?;
                         }
@@ -840,7 +897,7 @@ impl Work<'_> {
             );
         }
         if missing == 0 {
-            return self.advance_device(index, "data block complete");
+            return self.set_step(index, DeviceStep::UpgradeCheck, "data block complete");
         }
         if step == DeviceStep::StatusQuery {
             match self.campaign.delivery {
@@ -971,8 +1028,20 @@ impl Work<'_> {
                     DeviceStep::ConfirmVersion => {
                         let dev_eui = self.devices[index].dev_eui;
                         self.firmware_versions.push((dev_eui, firmware_version));
+                        let facts = self.devices[index].facts;
                         if firmware_version == self.campaign.target_version {
                             self.finish_device(index, DeviceStatus::Successful, None)?;
+                        } else if !facts.reboot_acknowledged
+                            && facts.reboot_requests < self.campaign.parameters.max_retries
+                        {
+                            // The reboot request itself may have been lost: ask again.
+                            self.devices[index].retries += 1;
+                            self.devices[index].facts.reboot_requests += 1;
+                            self.set_step(
+                                index,
+                                DeviceStep::ScheduleReboot,
+                                "still on the old version and the reboot was never confirmed",
+                            )?;
                         } else {
                             self.finish_device(
                                 index,
@@ -1057,6 +1126,7 @@ impl Work<'_> {
         let at =
             self.now_ms() + i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
         self.devices[index].facts.reboot_at_ms = Some(at);
+        self.devices[index].facts.reboot_acknowledged = true;
         self.advance_device(index, "reboot programmed")
     }
 

@@ -622,7 +622,7 @@ impl CampaignEngine {
         }
         work.advance_campaign()?;
         if let Some(dev_eui) = uplink_device {
-            work.release_window(dev_eui);
+            work.release_window(dev_eui)?;
         }
         let finished = work.campaign.progress.phase == CampaignPhase::Done
             && new_state == CampaignState::Running;

@@ -335,6 +335,12 @@ pub struct CampaignProgress {
     /// Last fragment number of the current round (first pass or repair).
     #[serde(default)]
     pub round_end: u16,
+    /// Uncoded fragments still to send again before the round's coded ones: TS004 v2
+    /// parity rows all have the same weight, so a device that received no uncoded
+    /// fragment at all cannot decode from coded ones alone (the rows are rank M - 1
+    /// when that weight is even).
+    #[serde(default)]
+    pub uncoded_resends: u16,
     /// Earliest time of the next multicast frame (Unix ms): frames are spaced by the
     /// frame slot so that the scheduler gets them in order.
     pub next_frame_at_ms: i64,
@@ -362,6 +368,7 @@ impl CampaignProgress {
             repair_rounds: 0,
             next_fragment: 1,
             round_end: 0,
+            uncoded_resends: 0,
             next_frame_at_ms: 0,
             frames_emitted: 0,
             frames_sent: 0,
@@ -610,8 +617,13 @@ pub struct DeviceFacts {
     pub unicast_round_end: Option<u16>,
     /// Unicast delivery: repair rounds done.
     pub unicast_repairs: u32,
-    /// When the device reboots (Unix ms).
+    /// When the device reboots (Unix ms): asked for, then as it answered.
     pub reboot_at_ms: Option<i64>,
+    /// The device answered the reboot request.
+    pub reboot_acknowledged: bool,
+    /// Reboot requests made again after a version check found the old version and no
+    /// answer to the reboot request had come.
+    pub reboot_requests: u32,
 }
 
 /// A device's row in a campaign.

@@ -3,6 +3,12 @@
 //! out ahead), the status request and the unicast status queries of the silent, the
 //! repair rounds sized from what devices report missing, and the end of the campaign.
 //!
+//! Repair rounds are sized with [`repair_round_size`] from the missing counts the
+//! devices reported, for the expected loss plus 20 points per round already made (a
+//! device still missing fragments saw more loss than planned). A device that reported
+//! no uncoded fragment at all also gets a few uncoded ones again: TS004 v2 parity rows
+//! all have the same weight, so coded fragments alone cannot rebuild its block.
+//!
 //! A session holds as many frames as fit before its end with the status answers'
 //! spread; a first pass longer than one session (2^15 s at most) continues in the next
 //! session, and so does a repair round that no longer fits the current one.
@@ -93,7 +99,10 @@ impl Work<'_> {
                 }
                 let first_frame_ms = self.campaign.progress.next_frame_at_ms.max(start_ms);
                 self.campaign.progress.next_frame_at_ms = first_frame_ms;
-                let fit = self.frames_fitting(first_frame_ms, end_ms);
+                let fit = self
+                    .frames_fitting(first_frame_ms, end_ms)
+                    .saturating_sub(u32::from(self.campaign.progress.uncoded_resends))
+                    .max(1);
                 let round_end = self.round_end();
                 let session_end_fragment =
                     u32::from(self.campaign.progress.next_fragment) + fit.saturating_sub(1);
@@ -101,12 +110,25 @@ impl Work<'_> {
                 self.set_phase(CampaignPhase::Broadcast { end_ms, round_end });
             }
             CampaignPhase::Broadcast { end_ms, round_end } => {
+                let version = version_of(self.campaign.progress.fragmentation_version);
                 while self.frames_in_flight < MAX_FRAMES_IN_FLIGHT
+                    && self.campaign.progress.uncoded_resends > 0
+                    && self.campaign.progress.next_frame_at_ms < end_ms
+                {
+                    // Spread over the block: fragment 1 + k·M/(k+1) for the k-th left.
+                    let left = u32::from(self.campaign.progress.uncoded_resends);
+                    let fragments = u32::from(self.campaign.parameters.fragments);
+                    let n = (1 + (left - 1) * fragments / (left + 1)).min(fragments) as u16;
+                    let payload = self.fragment_payload(n, version)?;
+                    self.queue_frame(payload, end_ms);
+                    self.campaign.progress.uncoded_resends -= 1;
+                }
+                while self.frames_in_flight < MAX_FRAMES_IN_FLIGHT
+                    && self.campaign.progress.uncoded_resends == 0
                     && self.campaign.progress.next_fragment <= round_end
                     && self.campaign.progress.next_frame_at_ms < end_ms
                 {
                     let n = self.campaign.progress.next_fragment;
-                    let version = version_of(self.campaign.progress.fragmentation_version);
                     let payload = self.fragment_payload(n, version)?;
                     self.queue_frame(payload, end_ms);
                     self.campaign.progress.next_fragment = n + 1;
@@ -164,9 +186,11 @@ impl Work<'_> {
                 }
                 // The silent are asked one by one; the campaign waits for them for a
                 // session lead time, then goes on with what it knows.
+                // (A device whose session answer never came may be listening all the
+                // same: it is asked too.)
                 let silent = self.indexes(|d| {
                     d.status == DeviceStatus::InProgress
-                        && d.step == DeviceStep::Receiving
+                        && matches!(d.step, DeviceStep::Receiving | DeviceStep::SessionSetup)
                         && !d.facts.status_reported
                         && !d.facts.block_complete
                 });
@@ -184,8 +208,12 @@ impl Work<'_> {
                 self.decide_after_round()?;
             }
             CampaignPhase::Finishing => {
+                // Devices that still need fragments (set up late, or whose status came
+                // in after the last round): another session if the rounds allow.
                 let ready = self.indexes(|d| {
-                    d.status == DeviceStatus::InProgress && d.step == DeviceStep::ReadyForSession
+                    d.status == DeviceStatus::InProgress
+                        && !d.facts.block_complete
+                        && matches!(d.step, DeviceStep::ReadyForSession | DeviceStep::Receiving)
                 });
                 if !ready.is_empty() {
                     self.decide_after_round()?;
@@ -305,7 +333,10 @@ impl Work<'_> {
                         .unwrap_or(u32::from(parameters.fragments))
                 })
                 .collect();
-            let size = repair_round_size(&missing, parameters.expected_loss_percent).max(1);
+            // Devices still missing fragments after a round saw more loss than the
+            // round was sized for: each further round assumes 20 points more.
+            let loss = u32::from(parameters.expected_loss_percent) + 20 * progress.repair_rounds;
+            let size = repair_round_size(&missing, loss.min(90) as u8).max(1);
             let last = u32::from(parameters.last_fragment_number());
             let start = u32::from(progress.next_fragment);
             if start > last {
@@ -315,9 +346,21 @@ impl Work<'_> {
                 );
             }
             let end = (start + size - 1).min(last) as u16;
+            // A device without any uncoded fragment needs one (see `uncoded_resends`):
+            // a few, for the loss.
+            let none_uncoded = missing
+                .iter()
+                .any(|&m| m >= u32::from(parameters.fragments));
+            let resends = if none_uncoded {
+                let loss = u32::from(parameters.expected_loss_percent.min(90));
+                (2 + 300 / (100 - loss)).min(u32::from(parameters.fragments)) as u16
+            } else {
+                0
+            };
             let progress = &mut self.campaign.progress;
             progress.repair_rounds += 1;
             progress.round_end = end;
+            progress.uncoded_resends = resends;
             self.progress_changed = true;
         }
         // Still in a session long enough for the round?
@@ -325,7 +368,8 @@ impl Work<'_> {
             let from = self.campaign.progress.next_frame_at_ms.max(self.now_ms());
             let wanted = u32::from(self.campaign.progress.round_end)
                 - u32::from(self.campaign.progress.next_fragment)
-                + 1;
+                + 1
+                + u32::from(self.campaign.progress.uncoded_resends);
             if self.frames_fitting(from, end_ms) >= wanted {
                 for &index in &needing {
                     if self.devices[index].step == DeviceStep::StatusQuery {
@@ -402,7 +446,9 @@ impl Work<'_> {
         } else {
             // Long enough for the rest of the round and the status answers, with slack.
             let progress = self.campaign.progress;
-            let frames = i64::from(progress.round_end.saturating_sub(progress.next_fragment)) + 1;
+            let frames = i64::from(progress.round_end.saturating_sub(progress.next_fragment))
+                + 1
+                + i64::from(progress.uncoded_resends);
             let wanted_ms = (frames * self.frame_interval_ms()
                 + i64::try_from(parameters.status_spread_s() * 1000).unwrap_or(0)
                 + STATUS_MARGIN_MS)

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lorawan_fuota::crypto::multicast::LorawanVersion;
 
-use super::actions::{CampaignAction, UnicastDownlink};
+use super::actions::CampaignAction;
 use super::model::{Campaign, CampaignDevice, CampaignPhase, DeviceStatus, DeviceStep};
 use crate::clock::WallTime;
 use crate::identifiers::{AesKey, DevEui};
@@ -161,20 +161,6 @@ impl<'a> Work<'a> {
         self.outbox
             .get(&self.devices[index].dev_eui)
             .is_none_or(VecDeque::is_empty)
-    }
-
-    /// The device just sent an uplink: the first downlink waiting for it goes out in
-    /// that uplink's receive window.
-    pub fn release_window(&mut self, dev_eui: DevEui) {
-        let Some(queued) = self.outbox.get_mut(&dev_eui).and_then(VecDeque::pop_front) else {
-            return;
-        };
-        self.actions.push(CampaignAction::Unicast(UnicastDownlink {
-            campaign_id: self.campaign.id,
-            dev_eui,
-            fport: queued.fport,
-            payload: queued.payload,
-        }));
     }
 
     /// The root key of a device, from the registry.

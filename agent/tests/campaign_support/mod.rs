@@ -45,6 +45,8 @@ pub const TARGET: ImageVersion = ImageVersion::new(1, 3, 0, 0);
 pub const HARDWARE: u32 = 0x0001_0203;
 /// FPort of the devices' own heartbeat uplinks.
 pub const HEARTBEAT_PORT: u8 = 2;
+/// A [`Behaviour::Asleep`] device is out of reach until this virtual time.
+pub const ASLEEP_UNTIL_MS: u64 = 1_200_000;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -158,16 +160,17 @@ impl SessionStore for SimStore {
     }
 }
 
-/// xorshift64*: deterministic randomness for devices and the channel.
+/// SplitMix64: deterministic randomness for devices and the channel.
 #[derive(Debug, Clone)]
 pub struct SimRng(pub u64);
 
 impl RandomSource for SimRng {
     fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 32) as u32
     }
 }
 
@@ -222,6 +225,11 @@ pub enum Behaviour {
     StuckFlashBit,
     /// Already runs the target version.
     UpToDate,
+    /// Loses power once in the middle of the download (the node restarts from its
+    /// store and flash and resumes).
+    PowerCut,
+    /// Out of reach until [`ASLEEP_UNTIL_MS`]: it misses the first session entirely.
+    Asleep,
     /// Its bootloader reverts the new image: it keeps running the old version.
     Reverts,
 }
@@ -294,6 +302,8 @@ pub struct FleetOptions {
     pub package_version: PackageVersion,
     /// Seed of the channel and the devices.
     pub seed: u64,
+    /// Loss of unicast uplinks and downlinks, percent (each direction).
+    pub unicast_loss_percent: u64,
 }
 
 /// The agent side (database, cache, engine) and the devices.
@@ -319,6 +329,9 @@ pub struct Fleet {
     pub finished: BTreeMap<CampaignId, BTreeMap<DeviceStatus, usize>>,
     pub multicast_sent: u64,
     pub agent_restarts: u32,
+    unicast_loss_percent: u64,
+    /// Uplinks and downlinks the channel lost.
+    pub unicast_lost: u64,
 }
 
 fn region() -> Region {
@@ -423,6 +436,8 @@ impl Fleet {
             finished: BTreeMap::new(),
             multicast_sent: 0,
             agent_restarts: 0,
+            unicast_loss_percent: options.unicast_loss_percent,
+            unicast_lost: 0,
         }
     }
 
@@ -563,7 +578,7 @@ impl Fleet {
         for index in 0..self.devices.len() {
             let listening =
                 self.devices[index].class_c == Some((frame.frequency_hz, frame.data_rate));
-            if !listening || self.devices[index].behaviour == Behaviour::Silent {
+            if !listening || self.out_of_reach(index) {
                 continue;
             }
             if self.channel.below(100) < self.devices[index].loss_percent {
@@ -573,18 +588,50 @@ impl Fleet {
             let device = &mut self.devices[index];
             let instant = device.instant(self.now_ms);
             if let Some(node) = device.node.as_mut() {
-                if node.handle_multicast_frame(instant, &phy).is_ok() {
+                let result = node.handle_multicast_frame(instant, &phy);
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!(
+                        "{} dev{index} mc fcnt {} {:?}",
+                        self.now_ms,
+                        frame.fcnt,
+                        result.map(|r| r.report)
+                    );
+                }
+                if result.is_ok() {
                     device.multicast_received += 1;
                 }
             }
         }
     }
 
+    fn out_of_reach(&self, index: usize) -> bool {
+        match self.devices[index].behaviour {
+            Behaviour::Silent => true,
+            Behaviour::Asleep => self.now_ms < ASLEEP_UNTIL_MS,
+            _ => false,
+        }
+    }
+
     fn step_device(&mut self, index: usize) {
-        if self.devices[index].behaviour == Behaviour::Silent {
+        if self.out_of_reach(index) {
             return;
         }
         let now_ms = self.now_ms;
+        // A power cut once the download is half done.
+        let device = &mut self.devices[index];
+        if device.behaviour == Behaviour::PowerCut && device.reboots == 0 {
+            let halfway = device
+                .node
+                .as_ref()
+                .and_then(|n| n.fragmentation_progress())
+                .is_some_and(|p| !p.complete && u32::from(p.missing) * 2 < u32::from(p.nb_frag));
+            if halfway {
+                device.node = None;
+                device.class_c = None;
+                device.reboots += 1;
+                device.boot(now_ms);
+            }
+        }
         // Actions due.
         loop {
             let device = &mut self.devices[index];
@@ -597,8 +644,18 @@ impl Fleet {
                     frequency_hz,
                     data_rate,
                     ..
-                } => device.class_c = Some((frequency_hz, data_rate)),
-                Action::ReturnToClassA => device.class_c = None,
+                } => {
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        eprintln!("{now_ms} dev{index} class C");
+                    }
+                    device.class_c = Some((frequency_hz, data_rate))
+                }
+                Action::ReturnToClassA => {
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        eprintln!("{now_ms} dev{index} class A");
+                    }
+                    device.class_c = None
+                }
                 Action::Reboot { install_update } => {
                     let pending = device.bootloader.0.borrow_mut().take();
                     if install_update && device.behaviour != Behaviour::Reverts {
@@ -639,11 +696,22 @@ impl Fleet {
         };
         if std::env::var("SIM_TRACE").is_ok() {
             eprintln!(
-                "{now_ms} up {fport} {payload:02x?} queue {}",
-                device.downlinks.len()
+                "{now_ms} dev{index} up {fport} {payload:02x?} queue {} progress {:?}",
+                device.downlinks.len(),
+                device
+                    .node
+                    .as_ref()
+                    .and_then(|n| n.fragmentation_progress())
             );
         }
         let dev_eui = device.dev_eui;
+        if self.channel.below(100) < self.unicast_loss_percent {
+            self.unicast_lost += 1;
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!("{now_ms} dev{index} lost up {fport}");
+            }
+            return;
+        }
         let now = self.wall();
         let (engine, storage) = (
             self.engine.as_mut().unwrap(),
@@ -654,13 +722,21 @@ impl Fleet {
             .unwrap();
         self.dispatch(actions);
         // The receive window of this uplink carries one queued downlink.
+        let lost = self.channel.below(100) < self.unicast_loss_percent;
         let device = &mut self.devices[index];
         if let Some((fport, payload)) = device.downlinks.pop_front() {
+            if lost {
+                self.unicast_lost += 1;
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!("{now_ms} dev{index} lost down {fport} {payload:02x?}");
+                }
+                return;
+            }
             let instant = device.instant(now_ms + 1_000);
             if let Some(node) = device.node.as_mut() {
                 let report = node.handle_downlink(instant, fport, &payload);
                 if std::env::var("SIM_TRACE").is_ok() && fport != 201 {
-                    eprintln!("{now_ms} down {fport} {payload:02x?} {report:?}");
+                    eprintln!("{now_ms} dev{index} down {fport} {payload:02x?} {report:?}");
                 }
             }
         }
