@@ -209,7 +209,7 @@ impl Platform for SimPlatform {
 
 /// A decoder workspace that lives as long as the test (a few KiB per boot).
 fn workspace() -> &'static mut [u8] {
-    Box::leak(vec![0u8; 16 * 1024].into_boxed_slice())
+    Box::leak(vec![0u8; 48 * 1024].into_boxed_slice())
 }
 
 // ----- devices -----
@@ -328,6 +328,8 @@ pub struct Fleet {
     pub reused_fcnts: Vec<(CampaignId, u32)>,
     pub finished: BTreeMap<CampaignId, BTreeMap<DeviceStatus, usize>>,
     pub multicast_sent: u64,
+    /// Unicast downlinks the engine handed out.
+    pub unicast_actions: u64,
     pub agent_restarts: u32,
     unicast_loss_percent: u64,
     /// Uplinks and downlinks the channel lost.
@@ -435,10 +437,30 @@ impl Fleet {
             reused_fcnts: Vec::new(),
             finished: BTreeMap::new(),
             multicast_sent: 0,
+            unicast_actions: 0,
             agent_restarts: 0,
             unicast_loss_percent: options.unicast_loss_percent,
             unicast_lost: 0,
         }
+    }
+
+    /// Signs and imports another image of `version` for [`HARDWARE`]; returns its
+    /// SHA-256.
+    pub fn import_image(&mut self, version: ImageVersion, body_size: usize) -> String {
+        let signer = ImageSigner::load(&PathBuf::from(FIXTURES).join("key.pem")).unwrap();
+        let mut rng = SimRng(u64::from(version.to_ts006()));
+        let body: Vec<u8> = (0..body_size).map(|_| rng.next_u32() as u8).collect();
+        let mut spec = ImageSpec::new(version);
+        spec.hardware_version = Some(HARDWARE);
+        let image = signer.sign_image(&body, &spec).unwrap();
+        let cache = FirmwareCache::open(&self.cache_dir, self.trust.clone()).unwrap();
+        let at = self.wall();
+        cache
+            .import_mcuboot(self.storage.as_mut().unwrap(), &image, "app.bin", at)
+            .unwrap()
+            .record()
+            .sha256
+            .clone()
     }
 
     /// The agent's wall time now.
@@ -483,6 +505,7 @@ impl Fleet {
         for action in actions {
             match action {
                 CampaignAction::Unicast(downlink) => {
+                    self.unicast_actions += 1;
                     if let Some(device) = self
                         .devices
                         .iter_mut()
