@@ -10,10 +10,11 @@ mod campaign_support;
 
 use campaign_support::{Behaviour, Fleet, FleetOptions, RUNNING, TARGET};
 use fuota_agent::campaign::{
-    CampaignError, CampaignSpec, DeliveryChoice, DeviceStatus, ParameterOverrides, PlanError,
-    Targets,
+    CampaignError, CampaignSpec, DeliveryChoice, DeviceStatus, DeviceStep, ParameterOverrides,
+    PlanError, Targets,
 };
 use fuota_agent::storage::EventKind;
+use fuota_node::RandomSource;
 use lorawan_fuota::codec::PackageVersion;
 
 fn overrides() -> ParameterOverrides {
@@ -245,6 +246,22 @@ fn bad_requests_are_refused_with_reasons() {
         engine.create_campaign(storage, &bad_group, now),
         Err(CampaignError::InvalidParameter(_))
     ));
+    let mut forever = good.clone();
+    forever.overrides.device_timeout_s = Some(u64::MAX);
+    let error = engine.create_campaign(storage, &forever, now).unwrap_err();
+    assert!(error.to_string().contains("device_timeout_s"), "{error}");
+    let mut odd_frequency = good.clone();
+    odd_frequency.overrides.frequency_hz = Some(869_525_050);
+    assert!(matches!(
+        engine.create_campaign(storage, &odd_frequency, now),
+        Err(CampaignError::InvalidParameter(_))
+    ));
+    let mut too_large = good.clone();
+    too_large.overrides.fragment_size = Some(250);
+    assert!(matches!(
+        engine.create_campaign(storage, &too_large, now),
+        Err(CampaignError::Plan(PlanError::FragmentTooLarge { .. }))
+    ));
     let id = engine.create_campaign(storage, &good, now).unwrap();
     // A device is in one active campaign at a time.
     assert!(matches!(
@@ -271,11 +288,27 @@ fn bad_requests_are_refused_with_reasons() {
         .last_error
         .as_deref()
         .is_some_and(|e| e.contains("undecodable")));
+    // Random bytes on every FUOTA port: recorded, never fatal.
+    let mut rng = campaign_support::SimRng(99);
+    for round in 0..2_000u32 {
+        let len = (rng.next_u32() % 20) as usize;
+        let payload: Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+        let fport = 200 + (round % 4) as u8;
+        engine
+            .handle_uplink(storage, dev_eui, fport, &payload, now)
+            .unwrap();
+        engine.tick(storage, now).unwrap();
+    }
+    // (Random bytes that decode as answers, or uplinks without the awaited answer,
+    // moved the fuzzed device on: it may already hold a result.)
     // Cancelling gives every unfinished device its status.
     engine.cancel(storage, id, now).unwrap();
-    assert!(storage
-        .campaign_devices(id)
-        .unwrap()
-        .iter()
-        .all(|d| d.status == DeviceStatus::Cancelled));
+    let devices = storage.campaign_devices(id).unwrap();
+    assert_eq!(devices[1].status, DeviceStatus::Cancelled);
+    assert!(devices.iter().all(|d| d.status != DeviceStatus::InProgress));
+    assert!(devices.iter().all(|d| d.step == DeviceStep::Done));
+    assert!(matches!(
+        engine.start(storage, id, now),
+        Err(CampaignError::InvalidState { .. })
+    ));
 }

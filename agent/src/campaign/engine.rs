@@ -52,6 +52,8 @@ pub const DEFAULT_MAX_REPAIR_ROUNDS: u32 = 3;
 pub const DEFAULT_REBOOT_DELAY_S: u64 = 60;
 /// Default grace after the reboot, s.
 pub const DEFAULT_REBOOT_GRACE_S: u64 = 60;
+/// Longest duration parameter an operator may set, s (30 days).
+pub const MAX_DURATION_S: u64 = 30 * 24 * 3600;
 /// Default expected loss, percent.
 pub const DEFAULT_EXPECTED_LOSS_PERCENT: u8 = 10;
 
@@ -187,6 +189,26 @@ impl CampaignEngine {
         }
         if overrides.block_ack_delay.is_some_and(|delay| delay > 7) {
             return invalid("block_ack_delay must be 0 to 7".into());
+        }
+        for (name, value) in [
+            ("device_timeout_s", overrides.device_timeout_s),
+            ("setup_timeout_s", overrides.setup_timeout_s),
+            ("session_lead_s", overrides.session_lead_s),
+            ("reboot_delay_s", overrides.reboot_delay_s),
+            ("reboot_grace_s", overrides.reboot_grace_s),
+        ] {
+            if value.is_some_and(|seconds| !(1..=MAX_DURATION_S).contains(&seconds)) {
+                return invalid(format!("{name} must be 1 to {MAX_DURATION_S} s (30 days)"));
+            }
+        }
+        if overrides.max_retries.is_some_and(|n| n > 1_000) {
+            return invalid("max_retries must be at most 1000".into());
+        }
+        if overrides.max_repair_rounds.is_some_and(|n| n > 100) {
+            return invalid("max_repair_rounds must be at most 100".into());
+        }
+        if overrides.expected_loss_percent.is_some_and(|p| p > 90) {
+            return invalid("expected_loss_percent must be 0 to 90".into());
         }
         if overrides
             .frequency_hz
