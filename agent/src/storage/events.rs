@@ -69,6 +69,9 @@ event_kinds! {
     DeviceFirmwareVersion => "device_firmware_version",
     /// A session was created (OTAA join or ABP activation).
     SessionCreated => "session_created",
+    /// A frame of one of our devices was refused (payload: reason; bad MIC, replayed
+    /// FCnt or DevNonce...).
+    UplinkRejected => "uplink_rejected",
     /// A firmware image entered the cache (payload: SHA-256, kind, version, size).
     ImageImported => "image_imported",
     /// A firmware image left the cache (payload: SHA-256).
