@@ -13,4 +13,5 @@ pub mod identifiers;
 pub mod lorawan;
 pub mod network_server;
 pub mod packet_forwarder;
+pub mod service;
 pub mod storage;
