@@ -410,3 +410,73 @@ async fn rx1_dr_offset_and_queued_downlinks_and_bad_frames() {
         .count();
     assert_eq!(rejected, 1, "the wrong MIC is recorded against the device");
 }
+
+#[tokio::test]
+async fn a_restarted_agent_keeps_counting_the_airtime_it_used() {
+    let (directory, mut agent) = start(0).await;
+    agent
+        .gateway
+        .uplink(&join_request(77), 10_000_000, "SF7BW125", 868.1)
+        .await;
+    let (token, accept) = agent.gateway.pull_resp().await;
+    agent.gateway.tx_ack(token, "NONE").await;
+    let session = session_from(&data_of(&accept), 77);
+    agent
+        .gateway
+        .uplink(
+            &uplink(&session, 0, true, b"c"),
+            20_000_000,
+            "SF7BW125",
+            868.1,
+        )
+        .await;
+    let (token, _) = agent.gateway.pull_resp().await;
+    agent.gateway.tx_ack(token, "NONE").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent.stop.send(()).unwrap();
+    let storage = agent.task.await.unwrap();
+    let sent: u64 = storage
+        .events_after(0, 1000)
+        .unwrap()
+        .iter()
+        .filter(|event| event.kind == EventKind::Downlink)
+        .map(|event| event.payload["airtime_us"].as_u64().unwrap())
+        .sum();
+    assert!(
+        sent > 0,
+        "the two downlinks are recorded with their airtime"
+    );
+    drop(storage);
+
+    // A new process on the same database: the 868.1 MHz band (1 %) starts with that
+    // airtime already used, not with a fresh budget.
+    let storage = Storage::open(&directory.path().join("agent.db")).unwrap();
+    let clock = Arc::new(SystemClock::new());
+    let transport = UdpPacketForwarder::bind(
+        &PacketForwarderConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            gateway_euis: Vec::new(),
+            tx_ack_timeout: Duration::from_secs(2),
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let settings = ServiceSettings {
+        region: Region::new(RegionName::Eu868, RegionOptions::default()),
+        network_server: NetworkServerSettings::default(),
+        scheduler: SchedulerConfig::default(),
+        duty_cycle: DutyCycleConfig::default(),
+        tx_power_dbm: None,
+    };
+    let (mut service, _handle, _notifications) =
+        Service::new(settings, storage, transport, clock).unwrap();
+    let gateway = fuota_agent::identifiers::GatewayEui::from_bytes(GATEWAY);
+    let used: u64 = service
+        .duty_cycle_usage(gateway)
+        .iter()
+        .filter(|usage| usage.band.contains(868_100_000, 125_000))
+        .map(|usage| usage.used_us)
+        .sum();
+    assert_eq!(used, sent);
+}

@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{Clock, WallTime};
 use crate::identifiers::{DevEui, GatewayEui};
-use crate::lorawan::duty_cycle::{DutyCycleAccountant, DutyCycleConfig};
+use crate::lorawan::duty_cycle::{
+    BandUsage, DutyCycleAccountant, DutyCycleConfig, TrafficClass, TransmitRequest,
+};
 use crate::lorawan::region::{Modulation, Region};
 use crate::lorawan::scheduler::{
     ClassARequest, DownlinkId, DownlinkScheduler, MulticastRequest, ScheduledTx, SchedulerConfig,
@@ -188,6 +190,8 @@ struct Outgoing {
     rx2_modulation: Modulation,
     dev_eui: Option<DevEui>,
     multicast_reference: Option<u64>,
+    /// The radio parameters and slot of the attempt handed to the gateway last.
+    sent: Option<(TxRadio, TxSlot)>,
 }
 
 type SendResult = (DownlinkId, Result<TxAckOutcome, DownlinkError>);
@@ -201,6 +205,9 @@ pub struct Service<T: Transport> {
     downlinks: T::Downlinks,
     clock: Arc<dyn Clock>,
     schedulers: HashMap<GatewayEui, DownlinkScheduler>,
+    /// Downlinks of the last duty-cycle window before this start, per gateway, restored
+    /// into the gateway's accountant when its scheduler is created.
+    airtime_history: HashMap<GatewayEui, Vec<PastTransmission>>,
     wakeups: HashMap<GatewayEui, Option<MonotonicTime>>,
     outgoing: HashMap<DownlinkId, Outgoing>,
     next_id: u64,
@@ -230,6 +237,8 @@ impl<T: Transport> Service<T> {
         let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let (send_results_tx, send_results) = mpsc::unbounded_channel();
         let downlinks = transport.downlinks();
+        let airtime_history =
+            load_airtime_history(&storage, clock.wall_now(), settings.duty_cycle)?;
         let service = Service {
             settings,
             storage,
@@ -238,6 +247,7 @@ impl<T: Transport> Service<T> {
             downlinks,
             clock,
             schedulers: HashMap::new(),
+            airtime_history,
             wakeups: HashMap::new(),
             outgoing: HashMap::new(),
             next_id: 1,
@@ -309,11 +319,28 @@ impl<T: Transport> Service<T> {
 
     fn scheduler(&mut self, gateway: GatewayEui) -> &mut DownlinkScheduler {
         let settings = &self.settings;
+        let history = &mut self.airtime_history;
+        let clock = &self.clock;
         self.schedulers.entry(gateway).or_insert_with(|| {
-            DownlinkScheduler::new(
-                settings.scheduler,
-                DutyCycleAccountant::for_region(&settings.region, settings.duty_cycle),
-            )
+            let mut accountant =
+                DutyCycleAccountant::for_region(&settings.region, settings.duty_cycle);
+            let now = clock.now();
+            let wall = clock.wall_now();
+            for past in history.remove(&gateway).unwrap_or_default() {
+                // Placed at its age before now; one older than this process is placed at
+                // the process's start (counted longer than it was: never less).
+                let age_us =
+                    u64::try_from(wall.unix_micros().saturating_sub(past.at.unix_micros()))
+                        .unwrap_or(0);
+                accountant.restore(&TransmitRequest {
+                    frequency_hz: past.frequency_hz,
+                    bandwidth_hz: past.bandwidth_hz,
+                    start: now.saturating_sub_micros(age_us),
+                    airtime_us: past.airtime_us,
+                    class: TrafficClass::ClassA,
+                });
+            }
+            DownlinkScheduler::new(settings.scheduler, accountant)
         })
     }
 
@@ -463,6 +490,7 @@ impl<T: Transport> Service<T> {
                         rx2_modulation,
                         dev_eui: Some(answer.dev_eui),
                         multicast_reference: None,
+                        sent: None,
                     },
                 );
                 self.transmit(tx);
@@ -536,6 +564,7 @@ impl<T: Transport> Service<T> {
                         rx2_modulation: modulation,
                         dev_eui: None,
                         multicast_reference: Some(reference),
+                        sent: None,
                     },
                 );
             }
@@ -559,7 +588,7 @@ impl<T: Transport> Service<T> {
                 self.settle_given_up(id, reason.to_string())?;
             }
             for id in outcome.assumed_sent {
-                self.settle_sent(id);
+                self.settle_sent(id)?;
             }
         }
         Ok(())
@@ -567,13 +596,15 @@ impl<T: Transport> Service<T> {
 
     /// Builds the TxPk of a placed downlink and sends it in its own task.
     fn transmit(&mut self, tx: ScheduledTx) {
-        let Some(outgoing) = self.outgoing.get(&tx.id) else {
+        let Some(outgoing) = self.outgoing.get_mut(&tx.id) else {
             warn!(
                 id = tx.id.0,
                 "the scheduler placed a downlink the service does not hold"
             );
             return;
         };
+        outgoing.sent = Some((tx.radio, tx.slot));
+        let outgoing = &*outgoing;
         let modulation = if tx.slot == TxSlot::Rx2 {
             outgoing.rx2_modulation
         } else {
@@ -639,7 +670,7 @@ impl<T: Transport> Service<T> {
         }
         let now = self.clock.now();
         match self.scheduler(gateway).on_tx_ack(id, outcome, now) {
-            TxAckDecision::Sent { id, .. } => self.settle_sent(id),
+            TxAckDecision::Sent { id, .. } => self.settle_sent(id)?,
             TxAckDecision::RetryInRx2(tx) => self.transmit(tx),
             TxAckDecision::Rescheduled { .. } => {}
             TxAckDecision::GaveUp { id, reason, .. } => {
@@ -650,12 +681,38 @@ impl<T: Transport> Service<T> {
         Ok(())
     }
 
-    fn settle_sent(&mut self, id: DownlinkId) {
-        if let Some(outgoing) = self.outgoing.remove(&id) {
-            if let Some(reference) = outgoing.multicast_reference {
-                self.notify(ServiceNotification::MulticastSent { reference });
+    /// A downlink went out: its event (which also carries its airtime, read back after
+    /// a restart to keep the duty cycle) and the notification.
+    fn settle_sent(&mut self, id: DownlinkId) -> Result<(), ServiceError> {
+        let Some(outgoing) = self.outgoing.remove(&id) else {
+            return Ok(());
+        };
+        if let Some((radio, slot)) = outgoing.sent {
+            let mut event = NewEvent::new(self.clock.wall_now(), EventKind::Downlink)
+                .gateway(outgoing.gateway)
+                .payload(serde_json::json!({
+                    "slot": format!("{slot:?}"),
+                    "frequency_hz": radio.frequency_hz,
+                    "bandwidth_hz": radio.bandwidth_hz,
+                    "airtime_us": radio.time_on_air_us,
+                    "size": outgoing.phy_payload.len(),
+                    "multicast_reference": outgoing.multicast_reference,
+                }));
+            if let Some(dev_eui) = outgoing.dev_eui {
+                event = event.device(dev_eui);
             }
+            self.storage.append_event(&event)?;
         }
+        if let Some(reference) = outgoing.multicast_reference {
+            self.notify(ServiceNotification::MulticastSent { reference });
+        }
+        Ok(())
+    }
+
+    /// Usage of each duty-cycle band of a gateway's transmitter now.
+    pub fn duty_cycle_usage(&mut self, gateway: GatewayEui) -> Vec<BandUsage> {
+        let now = self.clock.now();
+        self.scheduler(gateway).accountant().usage(now)
     }
 
     fn settle_given_up(&mut self, id: DownlinkId, reason: String) -> Result<(), ServiceError> {
@@ -678,6 +735,46 @@ impl<T: Transport> Service<T> {
         }
         Ok(())
     }
+}
+
+/// A downlink sent before this start, as its event recorded it.
+#[derive(Debug, Clone, Copy)]
+struct PastTransmission {
+    at: WallTime,
+    frequency_hz: u32,
+    bandwidth_hz: u32,
+    airtime_us: u64,
+}
+
+/// The downlinks of the last duty-cycle window, per gateway, from their events.
+fn load_airtime_history(
+    storage: &Storage,
+    now: WallTime,
+    duty_cycle: DutyCycleConfig,
+) -> Result<HashMap<GatewayEui, Vec<PastTransmission>>, StorageError> {
+    let window = i64::try_from(duty_cycle.window_us).unwrap_or(i64::MAX);
+    let since = now.saturating_add_micros(-window);
+    let mut history: HashMap<GatewayEui, Vec<PastTransmission>> = HashMap::new();
+    for event in storage.events_of_kind_since(EventKind::Downlink, since)? {
+        let Some(gateway) = event.gateway_eui else {
+            continue;
+        };
+        let field = |name: &str| event.payload.get(name).and_then(serde_json::Value::as_u64);
+        let (Some(frequency_hz), Some(bandwidth_hz), Some(airtime_us)) = (
+            field("frequency_hz"),
+            field("bandwidth_hz"),
+            field("airtime_us"),
+        ) else {
+            continue;
+        };
+        history.entry(gateway).or_default().push(PastTransmission {
+            at: WallTime::from_unix_micros(event.time_ms.saturating_mul(1_000)),
+            frequency_hz: u32::try_from(frequency_hz).unwrap_or(0),
+            bandwidth_hz: u32::try_from(bandwidth_hz).unwrap_or(0),
+            airtime_us,
+        });
+    }
+    Ok(history)
 }
 
 async fn sleep_or_forever(duration: Option<std::time::Duration>) {

@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[&str] = &[
         imported_at_ms   INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: events by kind and time: the downlinks of the last duty-cycle window are read
+    // back at start, so a restarted agent keeps counting the airtime it already used.
+    r#"
+    CREATE INDEX events_by_kind_time ON events (kind, time_ms);
+    "#,
 ];
 
 /// The schema version this build writes.
