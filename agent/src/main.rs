@@ -19,7 +19,7 @@ use fuota_agent::config::{self, Config, ConfigError};
 use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
 use fuota_agent::lorawan::region::{Region, RegionOptions};
 use fuota_agent::lorawan::scheduler::SchedulerConfig;
-use fuota_agent::network_server::NetworkServerSettings;
+use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
 use fuota_agent::packet_forwarder::UdpPacketForwarder;
 use fuota_agent::service::{Service, ServiceSettings};
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
@@ -136,7 +136,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot record the start event")?;
     info!(database = %database.display(), "storage open");
 
-    let transport = UdpPacketForwarder::bind(&config.packet_forwarder, clock.clone()).await?;
+    let ownership = OwnershipIndex::load(&storage).context("cannot load the device registry")?;
+    let transport = UdpPacketForwarder::bind_with_upstreams(
+        &config.packet_forwarder,
+        config.upstreams.clone(),
+        Arc::new(ownership.clone()),
+        clock.clone(),
+    )
+    .await?;
     let lorawan = &config.lorawan;
     let settings = ServiceSettings {
         region: Region::new(lorawan.region, RegionOptions::default()),
@@ -157,7 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tx_power_dbm: None,
     };
     let (service, _handle, mut notifications) =
-        Service::new(settings, storage, transport, clock.clone())
+        Service::with_ownership(settings, storage, ownership, transport, clock.clone())
             .context("cannot load the device registry")?;
     // Until the campaign engine consumes them, application uplinks are logged.
     tokio::spawn(async move {

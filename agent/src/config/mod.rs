@@ -24,6 +24,7 @@ pub use error::{ConfigError, InvalidConfig};
 
 use crate::identifiers::GatewayEui;
 use crate::lorawan::region::RegionName;
+use crate::packet_forwarder::passthrough::{DevAddrPrefix, JoinEuiPrefix, UpstreamConfig};
 
 /// The commented configuration template, every option with its default.
 pub const TEMPLATE: &str = include_str!("../../../etc/fuota-agent/agent.toml");
@@ -44,6 +45,9 @@ pub const DEFAULT_TX_ACK_TIMEOUT_MS: u64 = 2_000;
 /// Upper bound of `tx_ack_timeout_ms`.
 pub const MAX_TX_ACK_TIMEOUT_MS: u64 = 60_000;
 
+/// Default PULL_DATA keepalive towards upstream servers, seconds.
+pub const DEFAULT_UPSTREAM_KEEPALIVE_S: u64 = 10;
+
 /// Default region.
 pub const DEFAULT_REGION: RegionName = RegionName::Eu868;
 
@@ -61,6 +65,8 @@ pub struct Config {
     pub packet_forwarder: PacketForwarderConfig,
     /// `[lorawan]`
     pub lorawan: LorawanConfig,
+    /// `[[upstream]]`: network servers foreign traffic is passed through to.
+    pub upstreams: Vec<UpstreamConfig>,
     /// `[logging]`
     pub logging: LoggingConfig,
 }
@@ -180,6 +186,8 @@ struct RawConfig {
     #[serde(default)]
     lorawan: RawLorawan,
     #[serde(default)]
+    upstream: Vec<RawUpstream>,
+    #[serde(default)]
     logging: RawLogging,
 }
 
@@ -195,6 +203,18 @@ struct RawPacketForwarder {
     bind: Option<Spanned<BindAddress>>,
     gateway_euis: Option<Vec<Spanned<String>>>,
     tx_ack_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    server: Spanned<String>,
+    #[serde(default)]
+    dev_addr_prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    join_eui_prefixes: Vec<Spanned<String>>,
+    keepalive_interval_s: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -234,6 +254,7 @@ impl RawConfig {
             storage: self.storage.validate()?,
             packet_forwarder: self.packet_forwarder.validate()?,
             lorawan: self.lorawan.validate()?,
+            upstreams: validate_upstreams(self.upstream)?,
             logging: self.logging.validate()?,
         })
     }
@@ -317,6 +338,92 @@ impl RawPacketForwarder {
             tx_ack_timeout,
         })
     }
+}
+
+fn validate_upstreams(raw: Vec<RawUpstream>) -> Result<Vec<UpstreamConfig>, Rejection> {
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    for upstream in raw {
+        let name = upstream.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err((upstream.name.span(), "must not be empty".into()));
+        }
+        if upstreams.iter().any(|known| known.name == name) {
+            return Err((
+                upstream.name.span(),
+                format!("upstream {name:?} is defined twice"),
+            ));
+        }
+        let server = upstream.server.get_ref().trim().to_string();
+        let port_ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+        });
+        if !port_ok {
+            return Err((
+                upstream.server.span(),
+                format!("invalid server {server:?}: expected host:port, e.g. \"lns.example.com:1700\" or \"192.0.2.10:1700\""),
+            ));
+        }
+        let mut dev_addr_prefixes = Vec::new();
+        for text in &upstream.dev_addr_prefixes {
+            let parsed = parse_prefix(text.get_ref(), 8, 32).map(|(bits, length)| DevAddrPrefix {
+                address: bits as u32,
+                length,
+            });
+            let Some(prefix) = parsed else {
+                return Err((
+                    text.span(),
+                    format!("invalid DevAddr prefix {:?}: expected 8 hexadecimal digits, '/', and 0 to 32, e.g. \"26000000/7\"", text.get_ref()),
+                ));
+            };
+            dev_addr_prefixes.push(prefix);
+        }
+        let mut join_eui_prefixes = Vec::new();
+        for text in &upstream.join_eui_prefixes {
+            let parsed = parse_prefix(text.get_ref(), 16, 64)
+                .map(|(bits, length)| JoinEuiPrefix { eui: bits, length });
+            let Some(prefix) = parsed else {
+                return Err((
+                    text.span(),
+                    format!("invalid JoinEUI prefix {:?}: expected 16 hexadecimal digits, '/', and 0 to 64, e.g. \"70b3d57ed0000000/32\"", text.get_ref()),
+                ));
+            };
+            join_eui_prefixes.push(prefix);
+        }
+        let keepalive_s = match &upstream.keepalive_interval_s {
+            None => DEFAULT_UPSTREAM_KEEPALIVE_S,
+            Some(value) => {
+                if !(1..=300).contains(value.get_ref()) {
+                    return Err((
+                        value.span(),
+                        format!(
+                            "{} is out of range: expected 1 to 300 seconds",
+                            value.get_ref()
+                        ),
+                    ));
+                }
+                *value.get_ref()
+            }
+        };
+        upstreams.push(UpstreamConfig {
+            name,
+            server,
+            dev_addr_prefixes,
+            join_eui_prefixes,
+            keepalive: Duration::from_secs(keepalive_s),
+        });
+    }
+    Ok(upstreams)
+}
+
+/// `"<hex digits>/<length>"` with exactly `digits` hex digits and a length up to `max_len`.
+fn parse_prefix(text: &str, digits: usize, max_len: u8) -> Option<(u64, u8)> {
+    let (bits, length) = text.trim().split_once('/')?;
+    if bits.len() != digits {
+        return None;
+    }
+    let bits = u64::from_str_radix(bits, 16).ok()?;
+    let length: u8 = length.parse().ok().filter(|length| *length <= max_len)?;
+    Some((bits, length))
 }
 
 impl RawLorawan {

@@ -108,3 +108,9 @@ fn remove_session(index: &mut Index, dev_eui: DevEui) {
         }
     }
 }
+
+impl crate::packet_forwarder::UplinkOwnership for OwnershipIndex {
+    fn owns(&self, phy_payload: &[u8]) -> bool {
+        OwnershipIndex::owns(self, phy_payload)
+    }
+}

@@ -31,13 +31,15 @@ use crate::lorawan::scheduler::{
     ClassARequest, DownlinkId, DownlinkScheduler, MulticastRequest, ScheduledTx, SchedulerConfig,
     TxAckDecision, TxRadio, TxSlot,
 };
+use crate::lorawan::scheduler::{ExternalRequest, ExternalTiming, ScheduleError, TxAckError};
 use crate::lorawan::time::{MonotonicTime, Tmst};
 use crate::network_server::{
     ClassAAnswer, NetworkServer, NetworkServerSettings, OwnershipIndex, QueuedDownlink,
     UplinkOutcome,
 };
 use crate::packet_forwarder::{
-    DownlinkError, DownlinkSender, GatewayEvent, Transport, TxAckOutcome, Uplink,
+    DownlinkError, DownlinkSender, GatewayEvent, PassThroughDownlink, Transport, TxAckOutcome,
+    Uplink,
 };
 use crate::storage::{EventKind, NewEvent, Storage, StorageError};
 
@@ -192,6 +194,8 @@ struct Outgoing {
     multicast_reference: Option<u64>,
     /// The radio parameters and slot of the attempt handed to the gateway last.
     sent: Option<(TxRadio, TxSlot)>,
+    /// For a pass-through downlink: where it came from (its TxPk is sent as written).
+    pass_through: Option<PassThroughDownlink>,
 }
 
 type SendResult = (DownlinkId, Result<TxAckOutcome, DownlinkError>);
@@ -228,6 +232,18 @@ impl<T: Transport> Service<T> {
         clock: Arc<dyn Clock>,
     ) -> Result<(Self, ServiceHandle, mpsc::Receiver<ServiceNotification>), StorageError> {
         let ownership = OwnershipIndex::load(&storage)?;
+        Self::with_ownership(settings, storage, ownership, transport, clock)
+    }
+
+    /// Like [`Service::new`] with an ownership index loaded beforehand (the one the
+    /// transport's pass-through consults, so both see every join).
+    pub fn with_ownership(
+        settings: ServiceSettings,
+        storage: Storage,
+        ownership: OwnershipIndex,
+        transport: T,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, ServiceHandle, mpsc::Receiver<ServiceNotification>), StorageError> {
         let server = NetworkServer::new(
             Region::new(settings.region.name(), settings.region.options()),
             settings.network_server.clone(),
@@ -361,6 +377,7 @@ impl<T: Transport> Service<T> {
                 )?;
                 Ok(())
             }
+            GatewayEvent::PassThroughDownlink(downlink) => self.on_pass_through(*downlink),
             GatewayEvent::Stats { gateway, stat } => {
                 debug!(%gateway, ?stat, "gateway status");
                 Ok(())
@@ -444,6 +461,84 @@ impl<T: Transport> Service<T> {
         Ok(())
     }
 
+    /// A downlink from an upstream network server: admitted against the gateway's
+    /// schedule and duty cycle like our own, or refused with a TX_ACK error.
+    fn on_pass_through(&mut self, downlink: PassThroughDownlink) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let txpk = &downlink.txpk;
+        let modulation = radio::parse_lora_datr(&txpk.datr.to_string()).map(
+            |(spreading_factor, bandwidth_hz)| Modulation::Lora {
+                spreading_factor,
+                bandwidth_hz,
+                coding_rate: crate::lorawan::airtime::CodingRate::Cr4_5,
+            },
+        );
+        let frequency_hz = (txpk.freq * 1_000_000.0).round();
+        let timing = if txpk.time.is_immediate() {
+            Some(ExternalTiming::Immediately)
+        } else {
+            txpk.time
+                .tmst()
+                .map(|tmst| ExternalTiming::AtTmst(Tmst(tmst)))
+        };
+        let (Some(modulation), Some(timing)) = (modulation, timing) else {
+            // FSK or GPS-timed (tmms) downlinks are not passed through.
+            self.downlinks.answer_pass_through(
+                &downlink,
+                &TxAckOutcome::Rejected(TxAckError::Unknown("UNSUPPORTED".into())),
+            );
+            return Ok(());
+        };
+        let radio = if (0.0..=f64::from(u32::MAX)).contains(&frequency_hz) {
+            TxRadio::lorawan_downlink(frequency_hz as u32, &modulation, txpk.data.len()).ok()
+        } else {
+            None
+        };
+        let Some(radio) = radio else {
+            self.downlinks
+                .answer_pass_through(&downlink, &TxAckOutcome::Rejected(TxAckError::TxFrequency));
+            return Ok(());
+        };
+        let id = self.new_id();
+        let request = ExternalRequest {
+            id,
+            radio,
+            timing,
+            class: TrafficClass::Other,
+        };
+        match self
+            .scheduler(downlink.gateway)
+            .admit_external(request, now)
+        {
+            Ok(tx) => {
+                self.outgoing.insert(
+                    id,
+                    Outgoing {
+                        gateway: downlink.gateway,
+                        phy_payload: txpk.data.data().to_vec(),
+                        rx1_modulation: modulation,
+                        rx2_modulation: modulation,
+                        dev_eui: None,
+                        multicast_reference: None,
+                        sent: None,
+                        pass_through: Some(downlink),
+                    },
+                );
+                self.transmit(tx);
+            }
+            Err(error) => {
+                let refusal = match error {
+                    ScheduleError::DutyCycle(_) => TxAckError::DutyCycle,
+                    _ => TxAckError::CollisionPacket,
+                };
+                debug!(gateway = %downlink.gateway, "pass-through downlink refused: {error}");
+                self.downlinks
+                    .answer_pass_through(&downlink, &TxAckOutcome::Rejected(refusal));
+            }
+        }
+        Ok(())
+    }
+
     fn notify(&mut self, notification: ServiceNotification) {
         if let Err(error) = self.notifications.try_send(notification) {
             warn!("a notification for the layers above was dropped: {error}");
@@ -491,6 +586,7 @@ impl<T: Transport> Service<T> {
                         dev_eui: Some(answer.dev_eui),
                         multicast_reference: None,
                         sent: None,
+                        pass_through: None,
                     },
                 );
                 self.transmit(tx);
@@ -565,6 +661,7 @@ impl<T: Transport> Service<T> {
                         dev_eui: None,
                         multicast_reference: Some(reference),
                         sent: None,
+                        pass_through: None,
                     },
                 );
             }
@@ -619,7 +716,11 @@ impl<T: Transport> Service<T> {
             .unwrap_or(14)
             .min(14)
         });
-        let txpk = match radio::txpk(&tx, &modulation, power, outgoing.phy_payload.clone()) {
+        let built = match &outgoing.pass_through {
+            Some(pass_through) => Ok(pass_through.txpk.clone()),
+            None => radio::txpk(&tx, &modulation, power, outgoing.phy_payload.clone()),
+        };
+        let txpk = match built {
             Ok(txpk) => txpk,
             Err(error) => {
                 warn!(
@@ -657,6 +758,9 @@ impl<T: Transport> Service<T> {
                 TxAckOutcome::Rejected(crate::lorawan::scheduler::TxAckError::SendFail)
             }
         };
+        if let Some(pass_through) = self.outgoing.get(&id).and_then(|o| o.pass_through.as_ref()) {
+            self.downlinks.answer_pass_through(pass_through, &outcome);
+        }
         if let TxAckOutcome::Rejected(error) = &outcome {
             self.counters.tx_ack_errors += 1;
             let dev_eui = self.outgoing.get(&id).and_then(|outgoing| outgoing.dev_eui);
