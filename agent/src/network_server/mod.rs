@@ -27,6 +27,7 @@
 pub mod crypto;
 pub mod join;
 pub mod mac_commands;
+pub mod multicast;
 pub mod ownership;
 pub mod uplink;
 
