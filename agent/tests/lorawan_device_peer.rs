@@ -6,6 +6,8 @@
 //! data rate the TxPk names. The device's timer returns at once: RX windows are matched
 //! by their radio parameters, the TxPk timing is checked by the service's own tests.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,14 +15,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use fuota_agent::clock::{SystemClock, WallTime};
-use fuota_agent::config::PacketForwarderConfig;
 use fuota_agent::identifiers::{DevEui, JoinEui};
-use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
-use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
-use fuota_agent::lorawan::scheduler::SchedulerConfig;
 use fuota_agent::network_server::{NetworkServerSettings, QueuedDownlink};
-use fuota_agent::packet_forwarder::UdpPacketForwarder;
-use fuota_agent::service::{Service, ServiceCommand, ServiceNotification, ServiceSettings};
+use fuota_agent::service::{Service, ServiceCommand, ServiceNotification};
 use fuota_agent::storage::{Device, MacVersion, Storage};
 use lora_modulation::{Bandwidth, SpreadingFactor};
 use lorawan_device::async_device::radio::{
@@ -204,24 +201,9 @@ async fn a_lorawan_device_stack_joins_and_talks_through_the_agent() {
         .write(|tx| tx.insert_device(&device, WallTime::from_unix_seconds(1_790_000_000)))
         .unwrap();
     let clock = Arc::new(SystemClock::new());
-    let transport = UdpPacketForwarder::bind(
-        &PacketForwarderConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            gateway_euis: Vec::new(),
-            tx_ack_timeout: Duration::from_secs(2),
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let transport = common::loopback_transport(clock.clone(), Vec::new(), None).await;
     let agent = transport.local_address();
-    let settings = ServiceSettings {
-        region: Region::new(RegionName::Eu868, RegionOptions::default()),
-        network_server: NetworkServerSettings::default(),
-        scheduler: SchedulerConfig::default(),
-        duty_cycle: DutyCycleConfig::default(),
-        tx_power_dbm: None,
-    };
+    let settings = common::eu868_settings(NetworkServerSettings::default());
     let (service, handle, mut notifications): (_, _, mpsc::Receiver<ServiceNotification>) =
         Service::new(settings, storage, transport, clock).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

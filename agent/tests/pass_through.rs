@@ -6,23 +6,19 @@
 //! upstreams use the same token; a downlink the concentrator cannot take is refused with
 //! a TX_ACK error; with the upstreams gone the agent keeps serving.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use fuota_agent::clock::{SystemClock, WallTime};
-use fuota_agent::config::PacketForwarderConfig;
-use fuota_agent::identifiers::{DevEui, JoinEui};
-use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
-use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
-use fuota_agent::lorawan::scheduler::SchedulerConfig;
+use fuota_agent::clock::SystemClock;
 use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
 use fuota_agent::packet_forwarder::passthrough::DevAddrPrefix;
-use fuota_agent::packet_forwarder::{UdpPacketForwarder, UpstreamConfig};
-use fuota_agent::service::{Service, ServiceSettings};
-use fuota_agent::storage::{Device, MacVersion, Storage};
-use lorawan_fuota::crypto::Key128;
+use fuota_agent::packet_forwarder::UpstreamConfig;
+use fuota_agent::service::Service;
+use fuota_agent::storage::{MacVersion, Storage};
 use tokio::net::UdpSocket;
 
 const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
@@ -80,14 +76,7 @@ fn data_frame(dev_addr: u32) -> Vec<u8> {
 }
 
 fn our_join_request() -> Vec<u8> {
-    let mut creator = lorawan::creator::JoinRequestCreator::new();
-    creator
-        .set_app_eui(&[1, 0, 0, 0, 0, 0, 0, 0])
-        .set_dev_eui(&[8, 7, 6, 5, 4, 3, 2, 1])
-        .set_dev_nonce(&[5, 0]);
-    creator
-        .build(&lorawan::keys::AppKey::from(APP_KEY))
-        .to_vec()
+    common::join_request(1, 0x0102_0304_0506_0708, 5, APP_KEY)
 }
 
 struct Setup {
@@ -102,15 +91,13 @@ struct Setup {
 async fn setup() -> Setup {
     let directory = tempfile::tempdir().unwrap();
     let mut storage = Storage::open(&directory.path().join("agent.db")).unwrap();
-    let mut device = Device::new(
-        "0102030405060708".parse::<DevEui>().unwrap(),
-        "0000000000000001".parse::<JoinEui>().unwrap(),
+    common::register_otaa_device(
+        &mut storage,
+        0x0102_0304_0506_0708,
+        1,
+        APP_KEY,
         MacVersion::V1_0_3,
     );
-    device.app_key = Some(Key128::from_bytes(APP_KEY));
-    storage
-        .write(|tx| tx.insert_device(&device, WallTime::from_unix_seconds(1_790_000_000)))
-        .unwrap();
     let upstream_a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let upstream_b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let upstreams = vec![
@@ -134,26 +121,11 @@ async fn setup() -> Setup {
     ];
     let ownership = OwnershipIndex::load(&storage).unwrap();
     let clock = Arc::new(SystemClock::new());
-    let transport = UdpPacketForwarder::bind_with_upstreams(
-        &PacketForwarderConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            gateway_euis: Vec::new(),
-            tx_ack_timeout: Duration::from_secs(2),
-        },
-        upstreams,
-        Arc::new(ownership.clone()),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let transport =
+        common::loopback_transport(clock.clone(), upstreams, Some(Arc::new(ownership.clone())))
+            .await;
     let agent = transport.local_address();
-    let settings = ServiceSettings {
-        region: Region::new(RegionName::Eu868, RegionOptions::default()),
-        network_server: NetworkServerSettings::default(),
-        scheduler: SchedulerConfig::default(),
-        duty_cycle: DutyCycleConfig::default(),
-        tx_power_dbm: None,
-    };
+    let settings = common::eu868_settings(NetworkServerSettings::default());
     let (service, _handle, _notifications) =
         Service::with_ownership(settings, storage, ownership, transport, clock).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -8,18 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use base64::Engine;
 use fuota_agent::clock::{SystemClock, WallTime};
-use fuota_agent::config::PacketForwarderConfig;
 use fuota_agent::identifiers::{DevEui, JoinEui};
-use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
-use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
-use fuota_agent::lorawan::scheduler::SchedulerConfig;
 use fuota_agent::network_server::{NetworkServerSettings, QueuedDownlink};
-use fuota_agent::packet_forwarder::UdpPacketForwarder;
-use fuota_agent::service::{Service, ServiceCommand, ServiceNotification, ServiceSettings};
+use fuota_agent::service::{Service, ServiceCommand, ServiceNotification};
 use fuota_agent::storage::{Device, EventKind, MacVersion, Storage};
-use lorawan::creator::{DataPayloadCreator, JoinRequestCreator};
+use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppKey, AppSKey, NewSKey, AES128};
 use lorawan::parser::{
     parse, DataHeader, DataPayload, DecryptedJoinAcceptPayload, DevNonce, PhyPayload,
@@ -152,27 +149,12 @@ async fn start(rx1_dr_offset: u8) -> (tempfile::TempDir, Running) {
         .unwrap();
 
     let clock = Arc::new(SystemClock::new());
-    let transport = UdpPacketForwarder::bind(
-        &PacketForwarderConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            gateway_euis: Vec::new(),
-            tx_ack_timeout: Duration::from_secs(2),
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let transport = common::loopback_transport(clock.clone(), Vec::new(), None).await;
     let agent = transport.local_address();
-    let settings = ServiceSettings {
-        region: Region::new(RegionName::Eu868, RegionOptions::default()),
-        network_server: NetworkServerSettings {
-            rx1_dr_offset,
-            ..NetworkServerSettings::default()
-        },
-        scheduler: SchedulerConfig::default(),
-        duty_cycle: DutyCycleConfig::default(),
-        tx_power_dbm: None,
-    };
+    let settings = common::eu868_settings(NetworkServerSettings {
+        rx1_dr_offset,
+        ..NetworkServerSettings::default()
+    });
     let (service, handle, notifications) =
         Service::new(settings, storage, transport, clock).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -198,16 +180,7 @@ async fn start(rx1_dr_offset: u8) -> (tempfile::TempDir, Running) {
 }
 
 fn join_request(dev_nonce: u16) -> Vec<u8> {
-    let mut creator = JoinRequestCreator::new();
-    let mut join_eui = JOIN_EUI.to_be_bytes();
-    join_eui.reverse();
-    let mut dev_eui = DEV_EUI.to_be_bytes();
-    dev_eui.reverse();
-    creator
-        .set_app_eui(&join_eui)
-        .set_dev_eui(&dev_eui)
-        .set_dev_nonce(&dev_nonce.to_le_bytes());
-    creator.build(&AppKey::from(APP_KEY)).to_vec()
+    common::join_request(JOIN_EUI, DEV_EUI, dev_nonce, APP_KEY)
 }
 
 struct Session {
@@ -452,23 +425,8 @@ async fn a_restarted_agent_keeps_counting_the_airtime_it_used() {
     // airtime already used, not with a fresh budget.
     let storage = Storage::open(&directory.path().join("agent.db")).unwrap();
     let clock = Arc::new(SystemClock::new());
-    let transport = UdpPacketForwarder::bind(
-        &PacketForwarderConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            gateway_euis: Vec::new(),
-            tx_ack_timeout: Duration::from_secs(2),
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let settings = ServiceSettings {
-        region: Region::new(RegionName::Eu868, RegionOptions::default()),
-        network_server: NetworkServerSettings::default(),
-        scheduler: SchedulerConfig::default(),
-        duty_cycle: DutyCycleConfig::default(),
-        tx_power_dbm: None,
-    };
+    let transport = common::loopback_transport(clock.clone(), Vec::new(), None).await;
+    let settings = common::eu868_settings(NetworkServerSettings::default());
     let (mut service, _handle, _notifications) =
         Service::new(settings, storage, transport, clock).unwrap();
     let gateway = fuota_agent::identifiers::GatewayEui::from_bytes(GATEWAY);
