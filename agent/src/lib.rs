@@ -15,3 +15,4 @@ pub mod network_server;
 pub mod packet_forwarder;
 pub mod service;
 pub mod storage;
+pub mod systemd;

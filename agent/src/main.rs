@@ -23,6 +23,7 @@ use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
 use fuota_agent::packet_forwarder::UdpPacketForwarder;
 use fuota_agent::service::{Service, ServiceSettings};
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
+use fuota_agent::systemd::ServiceManager;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,7 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         duty_cycle: DutyCycleConfig::default(),
         tx_power_dbm: None,
     };
-    let (service, _handle, mut notifications) =
+    let (mut service, _handle, mut notifications) =
         Service::with_ownership(settings, storage, ownership, transport, clock.clone())
             .context("cannot load the device registry")?;
     // Until the campaign engine consumes them, application uplinks are logged.
@@ -173,12 +174,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    let manager = ServiceManager::from_environment();
+    service.set_heartbeat(Box::new(move || manager.watchdog()));
     info!(version = env!("CARGO_PKG_VERSION"), region = %lorawan.region.as_str(), "fuota-agent running");
+    manager.ready(&format!(
+        "serving packet forwarders on {}",
+        config.packet_forwarder.bind
+    ));
     let shutdown = async {
         let signal = shutdown_signal().await;
         info!("{signal}: shutting down");
     };
     let mut storage = service.run(shutdown).await?;
+    manager.stopping();
     storage
         .append_event(&NewEvent::new(clock.wall_now(), EventKind::AgentStopped))
         .context("cannot record the stop event")?;

@@ -249,6 +249,11 @@ async fn upstream_downlinks_reach_the_gateway_and_tx_acks_go_back_by_token() {
         token_of(&second),
         "the agent's own tokens"
     );
+    assert_eq!(
+        &first[4..],
+        &pull_resp(0x0101, tmst + 3_000_000, b"from a")[4..],
+        "the upstream's JSON body, byte for byte"
+    );
     let body: serde_json::Value = serde_json::from_slice(&first[4..]).unwrap();
     assert_eq!(body["txpk"]["tmst"], tmst + 3_000_000);
     assert_eq!(
@@ -309,5 +314,32 @@ async fn with_the_upstreams_gone_the_agent_keeps_serving() {
         let (ack, _) = receive_kind(&s.gateway, 0x01).await.expect("PUSH_ACK");
         assert_eq!(u16::from_be_bytes([ack[1], ack[2]]), token);
     }
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn a_minimal_pull_resp_passes_through_untouched() {
+    let s = setup().await;
+    let (_, link_a) = receive_kind(&s.upstream_a, 0x02).await.unwrap();
+    let tmst = 70_000_000u32;
+    s.gateway
+        .send_to(
+            &push_data(1, &[rxpk(&data_frame(0x2600_0009), tmst)]),
+            s.agent,
+        )
+        .await
+        .unwrap();
+    receive_kind(&s.gateway, 0x01).await.unwrap();
+    // No "imme", "ipol", "powe" or "prea": lora_pkt_fwd's defaults apply, and the agent
+    // must not add its own (a null "prea" would mean a 6-symbol preamble).
+    let body = format!(
+        r#"{{"txpk":{{"tmst":{},"freq":869.525,"rfch":0,"modu":"LORA","datr":"SF12BW125","codr":"4/5","size":3,"data":"AQID","x_vendor":7}}}}"#,
+        tmst + 2_000_000
+    );
+    let mut datagram = vec![2, 0x33, 0x44, 0x03];
+    datagram.extend_from_slice(body.as_bytes());
+    s.upstream_a.send_to(&datagram, link_a).await.unwrap();
+    let (forwarded, _) = receive_kind(&s.gateway, 0x03).await.expect("the downlink");
+    assert_eq!(std::str::from_utf8(&forwarded[4..]).unwrap(), body);
     let _ = s.stop.send(());
 }

@@ -29,7 +29,8 @@ pub use semtech_udp::push_data::{RxPk, Stat};
 pub use crate::lorawan::scheduler::{TxAckError, TxAckOutcome};
 pub use counters::CounterSnapshot;
 pub use passthrough::{
-    NothingOwned, PassThroughDownlink, UplinkOwnership, UpstreamConfig, UpstreamCounterSnapshot,
+    NothingOwned, PassThroughDownlink, PassThroughRadio, PassThroughTiming, UplinkOwnership,
+    UpstreamConfig, UpstreamCounterSnapshot,
 };
 pub use udp::{UdpDownlinks, UdpPacketForwarder};
 
@@ -137,6 +138,17 @@ pub trait DownlinkSender: Clone + Send + Sync + 'static {
         gateway: GatewayEui,
         txpk: TxPk,
     ) -> impl Future<Output = Result<TxAckOutcome, DownlinkError>> + Send;
+
+    /// Sends a pass-through downlink: the upstream's PULL_RESP JSON body as it wrote it,
+    /// under a token of the transport's own. Transports without upstreams never get one.
+    fn send_pass_through(
+        &self,
+        gateway: GatewayEui,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<TxAckOutcome, DownlinkError>> + Send {
+        let _ = (gateway, body);
+        async { Err(DownlinkError::TransportClosed) }
+    }
 
     /// Tells the upstream that sent a pass-through downlink what became of it (its TX_ACK,
     /// with its own token). Transports without upstreams ignore it.

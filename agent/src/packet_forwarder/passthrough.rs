@@ -17,8 +17,11 @@
 //!   schedule and duty cycle (the same transmitter, the same budget), sends it with a
 //!   token of its own (tokens never collide), and answers the upstream with a TX_ACK
 //!   carrying the upstream's original token: the gateway's outcome, or the refusal
-//!   (`COLLISION_PACKET` when the concentrator is busy then, `DUTY_CYCLE` when the
-//!   budget is spent).
+//!   (`COLLISION_PACKET` when the concentrator is busy then or the duty-cycle budget is
+//!   spent: only standard Semtech names, which every network server understands and
+//!   answers by trying its alternative, e.g. RX2). The gateway receives the upstream's
+//!   JSON body exactly as written (only the token is ours), so fields the agent does not
+//!   read, and absent ones, reach `lora_pkt_fwd` unchanged.
 //! * **An upstream that is down costs nothing.** Forwarding never waits: datagrams are
 //!   sent with `try_send` and dropped (counted) when the socket would block or the
 //!   address is not resolved yet; name resolution and keepalives run in the link's own
@@ -37,7 +40,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{GatewayEvent, TxPk};
+use super::GatewayEvent;
 use crate::identifiers::GatewayEui;
 use crate::lorawan::scheduler::TxAckOutcome;
 
@@ -159,6 +162,31 @@ impl UpstreamConfig {
     }
 }
 
+/// When a pass-through downlink asks to go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassThroughTiming {
+    /// `imme: true`.
+    Immediately,
+    /// At this concentrator counter value.
+    AtTmst(u32),
+}
+
+/// What the scheduler needs to know of a pass-through downlink, read from its TxPk the
+/// way `lora_pkt_fwd` reads it (only these fields; the rest is the upstream's business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassThroughRadio {
+    /// Frequency, Hz.
+    pub frequency_hz: u32,
+    /// LoRa spreading factor.
+    pub spreading_factor: u8,
+    /// LoRa bandwidth, Hz.
+    pub bandwidth_hz: u32,
+    /// PHYPayload length.
+    pub phy_len: usize,
+    /// When.
+    pub timing: PassThroughTiming,
+}
+
 /// A downlink an upstream sent for a gateway.
 #[derive(Debug, Clone)]
 pub struct PassThroughDownlink {
@@ -168,8 +196,65 @@ pub struct PassThroughDownlink {
     pub upstream: usize,
     /// The upstream's token, to put in the TX_ACK.
     pub upstream_token: u16,
-    /// The frame and its radio parameters, as the upstream wrote them.
-    pub txpk: TxPk,
+    /// Its radio parameters, for the schedule and the duty cycle.
+    pub radio: PassThroughRadio,
+    /// The PULL_RESP's JSON body exactly as the upstream wrote it: what the gateway gets.
+    pub body: Vec<u8>,
+}
+
+/// Reads the fields of a PULL_RESP body the schedule needs. GPS-timed (`tmms`) and FSK
+/// downlinks are refused (the agent schedules by the concentrator counter and LoRa).
+pub fn read_pull_resp(body: &[u8]) -> Result<PassThroughRadio, String> {
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| format!("not JSON: {error}"))?;
+    let txpk = json.get("txpk").ok_or("no \"txpk\" object")?;
+    let frequency_mhz = txpk
+        .get("freq")
+        .and_then(serde_json::Value::as_f64)
+        .ok_or("no \"freq\" number")?;
+    let frequency_hz = (frequency_mhz * 1_000_000.0).round();
+    if !(1.0..=f64::from(u32::MAX)).contains(&frequency_hz) {
+        return Err(format!("frequency {frequency_mhz} MHz out of range"));
+    }
+    if txpk.get("modu").and_then(serde_json::Value::as_str) != Some("LORA") {
+        return Err("only LoRa (\"modu\": \"LORA\") downlinks pass through".into());
+    }
+    let datr = txpk
+        .get("datr")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no LoRa \"datr\" string")?;
+    let (spreading_factor, bandwidth_hz) = crate::service::radio::parse_lora_datr(datr)
+        .ok_or_else(|| format!("unreadable data rate {datr:?}"))?;
+    let data = txpk
+        .get("data")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no \"data\" string")?;
+    let phy_len = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|error| format!("\"data\" is not base64: {error}"))?
+        .len();
+    let immediately = txpk
+        .get("imme")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let timing = if immediately {
+        PassThroughTiming::Immediately
+    } else if let Some(tmst) = txpk.get("tmst").and_then(serde_json::Value::as_u64) {
+        PassThroughTiming::AtTmst(
+            u32::try_from(tmst).map_err(|_| format!("tmst {tmst} is above 2^32"))?,
+        )
+    } else {
+        return Err(
+            "neither \"imme\" nor \"tmst\" (GPS-timed downlinks do not pass through)".into(),
+        );
+    };
+    Ok(PassThroughRadio {
+        frequency_hz: frequency_hz as u32,
+        spreading_factor,
+        bandwidth_hz,
+        phy_len,
+        timing,
+    })
 }
 
 /// Counters of one upstream.
@@ -539,26 +624,24 @@ fn handle_upstream_datagram(
         PUSH_ACK => bump(&counters.push_acks),
         PULL_ACK => bump(&counters.pull_acks),
         PULL_RESP => {
-            #[derive(Deserialize)]
-            struct Body {
-                txpk: TxPk,
-            }
-            match serde_json::from_slice::<Body>(&datagram[4..]) {
-                Ok(body) => {
+            let body = &datagram[4..];
+            match read_pull_resp(body) {
+                Ok(radio) => {
                     bump(&counters.downlinks);
                     let event = GatewayEvent::PassThroughDownlink(Box::new(PassThroughDownlink {
                         gateway,
                         upstream,
                         upstream_token: token,
-                        txpk: body.txpk,
+                        radio,
+                        body: body.to_vec(),
                     }));
                     if events.try_send(event).is_err() {
                         warn!(upstream = %config.name, "dropped an upstream downlink: the core is not keeping up");
                     }
                 }
-                Err(error) => {
+                Err(reason) => {
                     bump(&counters.bad_datagrams);
-                    warn!(upstream = %config.name, %error, "unreadable PULL_RESP from the upstream");
+                    warn!(upstream = %config.name, "refused a PULL_RESP from the upstream: {reason}");
                 }
             }
         }

@@ -328,6 +328,35 @@ impl Shared {
         gateway: GatewayEui,
         txpk: TxPk,
     ) -> Result<TxAckOutcome, DownlinkError> {
+        let description = txpk.to_string();
+        self.send_pull_resp(gateway, &description, |token| {
+            datagram::pull_resp(token, &txpk)
+        })
+        .await
+    }
+
+    /// Sends a PULL_RESP whose JSON body is given as is (a pass-through downlink), under a
+    /// token of ours.
+    async fn send_raw_pull_resp(
+        &self,
+        gateway: GatewayEui,
+        body: &[u8],
+    ) -> Result<TxAckOutcome, DownlinkError> {
+        self.send_pull_resp(gateway, "pass-through", |token| {
+            let [high, low] = token.to_be_bytes();
+            let mut datagram = vec![datagram::PROTOCOL_VERSION, high, low, 0x03];
+            datagram.extend_from_slice(body);
+            Ok(datagram)
+        })
+        .await
+    }
+
+    async fn send_pull_resp(
+        &self,
+        gateway: GatewayEui,
+        description: &str,
+        build: impl FnOnce(u16) -> Result<Vec<u8>, serde_json::Error>,
+    ) -> Result<TxAckOutcome, DownlinkError> {
         let (answer, answered) = oneshot::channel();
         let (token, address) = {
             let mut state = self.state();
@@ -347,7 +376,7 @@ impl Shared {
             self.state().pending.remove(&token);
         };
 
-        let bytes = match datagram::pull_resp(token, &txpk) {
+        let bytes = match build(token) {
             Ok(bytes) => bytes,
             Err(source) => {
                 forget();
@@ -366,7 +395,7 @@ impl Shared {
             });
         }
         PacketForwarderCounters::increment(&self.counters.downlinks_sent);
-        debug!(%gateway, %address, token, txpk = %txpk, "downlink sent");
+        debug!(%gateway, %address, token, downlink = %description, "downlink sent");
 
         match tokio::time::timeout(self.tx_ack_timeout, answered).await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -538,6 +567,14 @@ impl DownlinkSender for UdpDownlinks {
         txpk: TxPk,
     ) -> Result<TxAckOutcome, DownlinkError> {
         self.shared.send_downlink(gateway, txpk).await
+    }
+
+    async fn send_pass_through(
+        &self,
+        gateway: GatewayEui,
+        body: Vec<u8>,
+    ) -> Result<TxAckOutcome, DownlinkError> {
+        self.shared.send_raw_pull_resp(gateway, &body).await
     }
 
     fn answer_pass_through(&self, downlink: &PassThroughDownlink, outcome: &TxAckOutcome) {

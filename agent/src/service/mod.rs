@@ -31,15 +31,15 @@ use crate::lorawan::scheduler::{
     ClassARequest, DownlinkId, DownlinkScheduler, MulticastRequest, ScheduledTx, SchedulerConfig,
     TxAckDecision, TxRadio, TxSlot,
 };
-use crate::lorawan::scheduler::{ExternalRequest, ExternalTiming, ScheduleError, TxAckError};
+use crate::lorawan::scheduler::{ExternalRequest, ExternalTiming, TxAckError};
 use crate::lorawan::time::{MonotonicTime, Tmst};
 use crate::network_server::{
     ClassAAnswer, NetworkServer, NetworkServerSettings, OwnershipIndex, QueuedDownlink,
     UplinkOutcome,
 };
 use crate::packet_forwarder::{
-    DownlinkError, DownlinkSender, GatewayEvent, PassThroughDownlink, Transport, TxAckOutcome,
-    Uplink,
+    DownlinkError, DownlinkSender, GatewayEvent, PassThroughDownlink, PassThroughTiming, Transport,
+    TxAckOutcome, Uplink,
 };
 use crate::storage::{EventKind, NewEvent, Storage, StorageError};
 
@@ -220,6 +220,7 @@ pub struct Service<T: Transport> {
     send_results_tx: mpsc::UnboundedSender<SendResult>,
     send_results: mpsc::UnboundedReceiver<SendResult>,
     counters: ServiceCounters,
+    heartbeat: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl<T: Transport> Service<T> {
@@ -272,6 +273,7 @@ impl<T: Transport> Service<T> {
             send_results_tx,
             send_results,
             counters: ServiceCounters::default(),
+            heartbeat: None,
         };
         Ok((
             service,
@@ -281,6 +283,12 @@ impl<T: Transport> Service<T> {
             },
             notification_rx,
         ))
+    }
+
+    /// Calls `heartbeat` from the loop about once a second while it runs (the systemd
+    /// watchdog: a loop that stops turning stops the heartbeats).
+    pub fn set_heartbeat(&mut self, heartbeat: Box<dyn FnMut() + Send>) {
+        self.heartbeat = Some(heartbeat);
     }
 
     /// The counters so far.
@@ -310,7 +318,12 @@ impl<T: Transport> Service<T> {
                     None => return Err(ServiceError::TransportClosed),
                 },
                 Some(command) = self.commands.recv() => self.on_command(command),
-                _ = clock_check.tick() => self.check_clock()?,
+                _ = clock_check.tick() => {
+                    self.check_clock()?;
+                    if let Some(heartbeat) = self.heartbeat.as_mut() {
+                        heartbeat();
+                    }
+                }
                 () = sleep_or_forever(sleep_for) => {}
             }
             self.poll_schedulers()?;
@@ -465,36 +478,18 @@ impl<T: Transport> Service<T> {
     /// schedule and duty cycle like our own, or refused with a TX_ACK error.
     fn on_pass_through(&mut self, downlink: PassThroughDownlink) -> Result<(), ServiceError> {
         let now = self.clock.now();
-        let txpk = &downlink.txpk;
-        let modulation = radio::parse_lora_datr(&txpk.datr.to_string()).map(
-            |(spreading_factor, bandwidth_hz)| Modulation::Lora {
-                spreading_factor,
-                bandwidth_hz,
-                coding_rate: crate::lorawan::airtime::CodingRate::Cr4_5,
-            },
-        );
-        let frequency_hz = (txpk.freq * 1_000_000.0).round();
-        let timing = if txpk.time.is_immediate() {
-            Some(ExternalTiming::Immediately)
-        } else {
-            txpk.time
-                .tmst()
-                .map(|tmst| ExternalTiming::AtTmst(Tmst(tmst)))
+        let wanted = downlink.radio;
+        let modulation = Modulation::Lora {
+            spreading_factor: wanted.spreading_factor,
+            bandwidth_hz: wanted.bandwidth_hz,
+            coding_rate: crate::lorawan::airtime::CodingRate::Cr4_5,
         };
-        let (Some(modulation), Some(timing)) = (modulation, timing) else {
-            // FSK or GPS-timed (tmms) downlinks are not passed through.
-            self.downlinks.answer_pass_through(
-                &downlink,
-                &TxAckOutcome::Rejected(TxAckError::Unknown("UNSUPPORTED".into())),
-            );
-            return Ok(());
+        let timing = match wanted.timing {
+            PassThroughTiming::Immediately => ExternalTiming::Immediately,
+            PassThroughTiming::AtTmst(tmst) => ExternalTiming::AtTmst(Tmst(tmst)),
         };
-        let radio = if (0.0..=f64::from(u32::MAX)).contains(&frequency_hz) {
-            TxRadio::lorawan_downlink(frequency_hz as u32, &modulation, txpk.data.len()).ok()
-        } else {
-            None
-        };
-        let Some(radio) = radio else {
+        let Ok(radio) = TxRadio::lorawan_downlink(wanted.frequency_hz, &modulation, wanted.phy_len)
+        else {
             self.downlinks
                 .answer_pass_through(&downlink, &TxAckOutcome::Rejected(TxAckError::TxFrequency));
             return Ok(());
@@ -515,7 +510,7 @@ impl<T: Transport> Service<T> {
                     id,
                     Outgoing {
                         gateway: downlink.gateway,
-                        phy_payload: txpk.data.data().to_vec(),
+                        phy_payload: Vec::new(),
                         rx1_modulation: modulation,
                         rx2_modulation: modulation,
                         dev_eui: None,
@@ -527,13 +522,13 @@ impl<T: Transport> Service<T> {
                 self.transmit(tx);
             }
             Err(error) => {
-                let refusal = match error {
-                    ScheduleError::DutyCycle(_) => TxAckError::DutyCycle,
-                    _ => TxAckError::CollisionPacket,
-                };
+                // Busy or out of budget: both answered with a standard Semtech error, so
+                // the upstream tries its alternative (RX2); the reason is logged here.
                 debug!(gateway = %downlink.gateway, "pass-through downlink refused: {error}");
-                self.downlinks
-                    .answer_pass_through(&downlink, &TxAckOutcome::Rejected(refusal));
+                self.downlinks.answer_pass_through(
+                    &downlink,
+                    &TxAckOutcome::Rejected(TxAckError::CollisionPacket),
+                );
             }
         }
         Ok(())
@@ -716,11 +711,20 @@ impl<T: Transport> Service<T> {
             .unwrap_or(14)
             .min(14)
         });
-        let built = match &outgoing.pass_through {
-            Some(pass_through) => Ok(pass_through.txpk.clone()),
-            None => radio::txpk(&tx, &modulation, power, outgoing.phy_payload.clone()),
-        };
-        let txpk = match built {
+        if let Some(pass_through) = &outgoing.pass_through {
+            let body = pass_through.body.clone();
+            let gateway = outgoing.gateway;
+            self.counters.downlinks_sent += 1;
+            let sender = self.downlinks.clone();
+            let results = self.send_results_tx.clone();
+            let id = tx.id;
+            tokio::spawn(async move {
+                let result = sender.send_pass_through(gateway, body).await;
+                let _ = results.send((id, result));
+            });
+            return;
+        }
+        let txpk = match radio::txpk(&tx, &modulation, power, outgoing.phy_payload.clone()) {
             Ok(txpk) => txpk,
             Err(error) => {
                 warn!(
