@@ -11,5 +11,8 @@ pub mod config;
 pub mod firmware;
 pub mod identifiers;
 pub mod lorawan;
+pub mod network_server;
 pub mod packet_forwarder;
+pub mod service;
 pub mod storage;
+pub mod systemd;

@@ -69,6 +69,9 @@ event_kinds! {
     DeviceFirmwareVersion => "device_firmware_version",
     /// A session was created (OTAA join or ABP activation).
     SessionCreated => "session_created",
+    /// A frame of one of our devices was refused (payload: reason; bad MIC, replayed
+    /// FCnt or DevNonce...).
+    UplinkRejected => "uplink_rejected",
     /// A firmware image entered the cache (payload: SHA-256, kind, version, size).
     ImageImported => "image_imported",
     /// A firmware image left the cache (payload: SHA-256).
@@ -222,6 +225,29 @@ impl WriteTx<'_> {
 }
 
 impl Storage {
+    /// Every event of `kind` at or after `since`, oldest first.
+    pub fn events_of_kind_since(
+        &self,
+        kind: EventKind,
+        since: WallTime,
+    ) -> Result<Vec<Event>, StorageError> {
+        let mut statement = self
+            .connection()
+            .prepare(
+                "SELECT id, time_ms, kind, dev_eui, gateway_eui, payload FROM events \
+                 WHERE kind = ?1 AND time_ms >= ?2 ORDER BY id",
+            )
+            .map_err(StorageError::sql("preparing an event query"))?;
+        let mut rows = statement
+            .query(params![kind.as_str(), since.unix_millis()])
+            .map_err(StorageError::sql("querying events by kind"))?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(StorageError::sql("reading an event"))? {
+            events.push(event_from_row(row)?);
+        }
+        Ok(events)
+    }
+
     /// Up to `limit` events with an id greater than `after_id`, oldest first.
     pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, StorageError> {
         let mut statement = self

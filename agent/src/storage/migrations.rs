@@ -99,7 +99,12 @@ pub const MIGRATIONS: &[&str] = &[
         imported_at_ms   INTEGER NOT NULL
     ) STRICT;
     "#,
-    // 3: FUOTA campaigns, their per-device rows, and each device's TS004 SessionCnt
+    // 3: events by kind and time: the downlinks of the last duty-cycle window are read
+    // back at start, so a restarted agent keeps counting the airtime it already used.
+    r#"
+    CREATE INDEX events_by_kind_time ON events (kind, time_ms);
+    "#,
+    // 4: FUOTA campaigns, their per-device rows, and each device's TS004 SessionCnt
     // (it must grow across campaigns: devices refuse a replayed one).
     r#"
     CREATE TABLE campaigns (
