@@ -5,9 +5,14 @@
 //! other traffic through to an upstream network server, and syncs results upstream.
 //! One folder per concern (design.md §2); each module's doc says what it owns.
 
+pub mod campaign;
 pub mod clock;
 pub mod config;
+pub mod firmware;
 pub mod identifiers;
 pub mod lorawan;
+pub mod network_server;
 pub mod packet_forwarder;
+pub mod service;
 pub mod storage;
+pub mod systemd;

@@ -2,26 +2,28 @@
 //! commented configuration template) and `check-config` (validate a configuration file
 //! and say which key on which line is wrong).
 //!
-//! For now `run` opens the storage, binds the packet-forwarder socket, acknowledges the
-//! gateways and records each uplink as an event; the network server and the campaign
-//! engine plug into the same loop later.
+//! `run` opens the storage, binds the packet-forwarder socket and runs the core loop
+//! ([`fuota_agent::service`]): the edge network server for the registered devices, the
+//! downlink scheduler per gateway, the events. The campaign engine plugs into its handle.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use fuota_agent::clock::{Clock, ClockStep, SystemClock};
+use fuota_agent::clock::{Clock, SystemClock};
 use fuota_agent::config::{self, Config, ConfigError};
-use fuota_agent::packet_forwarder::{GatewayEvent, Transport, UdpPacketForwarder, Uplink};
+use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
+use fuota_agent::lorawan::region::{Region, RegionOptions};
+use fuota_agent::lorawan::scheduler::SchedulerConfig;
+use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
+use fuota_agent::packet_forwarder::UdpPacketForwarder;
+use fuota_agent::service::{Service, ServiceSettings};
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
-
-/// How often the main loop checks the wall clock for steps.
-const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+use fuota_agent::systemd::ServiceManager;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,35 +137,56 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot record the start event")?;
     info!(database = %database.display(), "storage open");
 
-    let mut transport = UdpPacketForwarder::bind(&config.packet_forwarder, clock.clone()).await?;
-    let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-
-    info!(version = env!("CARGO_PKG_VERSION"), "fuota-agent running");
-    loop {
-        tokio::select! {
-            event = transport.recv() => {
-                let Some(event) = event else {
-                    bail!("the packet-forwarder link stopped");
-                };
-                record_gateway_event(&mut storage, clock.as_ref(), event);
-            }
-            _ = clock_check.tick() => {
-                if let Some(step) = clock.check_for_step() {
-                    record_clock_step(&mut storage, step);
-                }
-            }
-            signal = &mut shutdown => {
-                info!("{signal}: shutting down");
-                break;
-            }
+    let ownership = OwnershipIndex::load(&storage).context("cannot load the device registry")?;
+    let transport = UdpPacketForwarder::bind_with_upstreams(
+        &config.packet_forwarder,
+        config.upstreams.clone(),
+        Arc::new(ownership.clone()),
+        clock.clone(),
+    )
+    .await?;
+    let lorawan = &config.lorawan;
+    let settings = ServiceSettings {
+        region: Region::new(lorawan.region, RegionOptions::default()),
+        network_server: NetworkServerSettings {
+            net_id: lorawan.net_id,
+            dev_addr_prefix: lorawan.dev_addr_prefix,
+            dev_addr_prefix_len: lorawan.dev_addr_prefix_len,
+            rx1_dr_offset: lorawan.rx1_dr_offset,
+            rx1_delay_s: lorawan.rx1_delay_s,
+            ..NetworkServerSettings::default()
+        },
+        scheduler: SchedulerConfig {
+            tx_ack_timeout_us: u64::try_from(config.packet_forwarder.tx_ack_timeout.as_micros())
+                .unwrap_or(u64::MAX),
+            ..SchedulerConfig::default()
+        },
+        duty_cycle: DutyCycleConfig::default(),
+        tx_power_dbm: None,
+    };
+    let (mut service, _handle, mut notifications) =
+        Service::with_ownership(settings, storage, ownership, transport, clock.clone())
+            .context("cannot load the device registry")?;
+    // Until the campaign engine consumes them, application uplinks are logged.
+    tokio::spawn(async move {
+        while let Some(notification) = notifications.recv().await {
+            debug!(?notification, "for the application layer");
         }
-    }
+    });
 
-    let counters = transport.counters();
-    info!(?counters, "packet-forwarder counters at shutdown");
-    drop(transport);
+    let manager = ServiceManager::from_environment();
+    service.set_heartbeat(Box::new(move || manager.watchdog()));
+    info!(version = env!("CARGO_PKG_VERSION"), region = %lorawan.region.as_str(), "fuota-agent running");
+    manager.ready(&format!(
+        "serving packet forwarders on {}",
+        config.packet_forwarder.bind
+    ));
+    let shutdown = async {
+        let signal = shutdown_signal().await;
+        info!("{signal}: shutting down");
+    };
+    let mut storage = service.run(shutdown).await?;
+    manager.stopping();
     storage
         .append_event(&NewEvent::new(clock.wall_now(), EventKind::AgentStopped))
         .context("cannot record the stop event")?;
@@ -171,66 +194,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .shutdown()
         .context("cannot close the database cleanly")?;
     Ok(())
-}
-
-fn record_gateway_event(storage: &mut Storage, clock: &dyn Clock, event: GatewayEvent) {
-    let time = clock.wall_now();
-    let new_event = match event {
-        GatewayEvent::Uplink(uplink) => {
-            info!(gateway = %uplink.gateway, rxpk = %uplink.rxpk, "uplink");
-            uplink_event(time, &uplink)
-        }
-        GatewayEvent::GatewayConnected { gateway, address } => {
-            NewEvent::new(time, EventKind::GatewayConnected)
-                .gateway(gateway)
-                .payload(serde_json::json!({ "address": address.to_string() }))
-        }
-        GatewayEvent::Stats { gateway, stat } => {
-            tracing::debug!(%gateway, ?stat, "gateway status");
-            return;
-        }
-    };
-    if let Err(error) = storage.append_event(&new_event) {
-        error!("cannot record a {} event: {error}", new_event.kind);
-    }
-}
-
-fn uplink_event(time: fuota_agent::clock::WallTime, uplink: &Uplink) -> NewEvent {
-    let rxpk = &uplink.rxpk;
-    let phy_payload: String = rxpk
-        .data()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    NewEvent::new(time, EventKind::Uplink)
-        .gateway(uplink.gateway)
-        .payload(serde_json::json!({
-            "tmst": rxpk.timestamp(),
-            "gps_time_ms": uplink.gps_time_ms,
-            "frequency_mhz": rxpk.frequency(),
-            "data_rate": rxpk.datarate().to_string(),
-            "rssi_dbm": rxpk.signal_rssi().unwrap_or_else(|| rxpk.channel_rssi()),
-            "snr_db": rxpk.snr(),
-            "phy_payload": phy_payload,
-        }))
-}
-
-fn record_clock_step(storage: &mut Storage, step: ClockStep) {
-    warn!(
-        delta_ms = step.delta_micros / 1_000,
-        before = %step.before,
-        after = %step.after,
-        "the system wall clock stepped; re-anchored"
-    );
-    let event = NewEvent::new(step.after, EventKind::ClockStep).payload(serde_json::json!({
-        "before_unix_us": step.before.unix_micros(),
-        "after_unix_us": step.after.unix_micros(),
-        "delta_us": step.delta_micros,
-        "after_plausible": step.after.is_plausible(),
-    }));
-    if let Err(error) = storage.append_event(&event) {
-        error!("cannot record a clock step event: {error}");
-    }
 }
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C), naming the signal.

@@ -1,12 +1,30 @@
 //! `fuota-agent run` end to end: the daemon opens its database, binds the
-//! packet-forwarder socket on loopback, acknowledges a PUSH_DATA, records the uplink as
-//! an event, and on SIGTERM records its stop and exits cleanly.
+//! packet-forwarder socket on loopback, acknowledges a PUSH_DATA, lets a registered
+//! device join (the session and its event are stored), and on SIGTERM records its stop
+//! and exits cleanly.
 
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fuota_agent::storage::{EventKind, Storage};
+use fuota_agent::clock::WallTime;
+use fuota_agent::identifiers::{DevEui, JoinEui};
+use fuota_agent::storage::{Device, EventKind, MacVersion, Storage};
+use lorawan_fuota::crypto::Key128;
+
+const APP_KEY: [u8; 16] = [0x11; 16];
+
+/// A JoinRequest of DevEUI 0102030405060708, JoinEUI 0000000000000001, DevNonce 1.
+fn join_request() -> Vec<u8> {
+    let mut creator = lorawan::creator::JoinRequestCreator::new();
+    creator
+        .set_app_eui(&[1, 0, 0, 0, 0, 0, 0, 0])
+        .set_dev_eui(&[8, 7, 6, 5, 4, 3, 2, 1])
+        .set_dev_nonce(&[1, 0]);
+    creator
+        .build(&lorawan::keys::AppKey::from(APP_KEY))
+        .to_vec()
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -20,7 +38,7 @@ fn free_port() -> u16 {
 }
 
 #[test]
-fn run_records_uplinks_and_stops_cleanly_on_sigterm() {
+fn run_lets_a_device_join_and_stops_cleanly_on_sigterm() {
     let directory = tempfile::tempdir().unwrap();
     let database = directory.path().join("agent.db");
     let port = free_port();
@@ -34,6 +52,18 @@ fn run_records_uplinks_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
+    {
+        let mut storage = Storage::open(&database).unwrap();
+        let mut device = Device::new(
+            "0102030405060708".parse::<DevEui>().unwrap(),
+            "0000000000000001".parse::<JoinEui>().unwrap(),
+            MacVersion::V1_0_3,
+        );
+        device.app_key = Some(Key128::from_bytes(APP_KEY));
+        storage
+            .write(|tx| tx.insert_device(&device, WallTime::from_unix_seconds(1_790_000_000)))
+            .unwrap();
+    }
     let mut agent = Command::new(env!("CARGO_BIN_EXE_fuota-agent"))
         .args(["run", "--config"])
         .arg(&config)
@@ -48,9 +78,13 @@ fn run_records_uplinks_and_stops_cleanly_on_sigterm() {
     let mut push_data = vec![
         2, 0x12, 0x34, 0x00, 0x00, 0x16, 0xc0, 0x01, 0xff, 0x10, 0xa2, 0x35,
     ];
-    push_data.extend_from_slice(
-        br#"{"rxpk":[{"tmst":1000,"chan":0,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-40,"lsnr":9.0,"size":3,"data":"AQID"}]}"#,
+    let phy_payload = join_request();
+    let body = format!(
+        r#"{{"rxpk":[{{"tmst":1000,"chan":0,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-40,"lsnr":9.0,"size":{},"data":"{}"}}]}}"#,
+        phy_payload.len(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &phy_payload)
     );
+    push_data.extend_from_slice(body.as_bytes());
     // Retry until the agent is up and acknowledges.
     let started = Instant::now();
     let mut buffer = [0u8; 16];
@@ -91,16 +125,15 @@ fn run_records_uplinks_and_stops_cleanly_on_sigterm() {
         .iter()
         .map(|event| event.kind)
         .collect();
-    assert_eq!(kinds.first(), Some(&EventKind::AgentStarted));
-    assert!(kinds.contains(&EventKind::Uplink), "{kinds:?}");
+    assert_eq!(kinds.first(), Some(&EventKind::DeviceAdded));
+    assert_eq!(kinds.get(1), Some(&EventKind::AgentStarted));
+    assert!(kinds.contains(&EventKind::SessionCreated), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&EventKind::AgentStopped));
-    let uplink = storage
-        .events_after(0, 100)
-        .unwrap()
-        .into_iter()
-        .find(|event| event.kind == EventKind::Uplink)
+    let session = storage
+        .session("0102030405060708".parse::<DevEui>().unwrap())
         .unwrap();
-    assert_eq!(uplink.gateway_eui.unwrap().to_string(), "0016c001ff10a235");
-    assert_eq!(uplink.payload["phy_payload"], "010203");
-    assert_eq!(uplink.payload["tmst"], 1000);
+    assert!(
+        session.is_some(),
+        "the device joined through the running agent"
+    );
 }

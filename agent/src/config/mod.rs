@@ -23,6 +23,8 @@ use toml::Spanned;
 pub use error::{ConfigError, InvalidConfig};
 
 use crate::identifiers::GatewayEui;
+use crate::lorawan::region::RegionName;
+use crate::packet_forwarder::passthrough::{DevAddrPrefix, JoinEuiPrefix, UpstreamConfig};
 
 /// The commented configuration template, every option with its default.
 pub const TEMPLATE: &str = include_str!("../../../etc/fuota-agent/agent.toml");
@@ -43,6 +45,12 @@ pub const DEFAULT_TX_ACK_TIMEOUT_MS: u64 = 2_000;
 /// Upper bound of `tx_ack_timeout_ms`.
 pub const MAX_TX_ACK_TIMEOUT_MS: u64 = 60_000;
 
+/// Default PULL_DATA keepalive towards upstream servers, seconds.
+pub const DEFAULT_UPSTREAM_KEEPALIVE_S: u64 = 10;
+
+/// Default region.
+pub const DEFAULT_REGION: RegionName = RegionName::Eu868;
+
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -55,6 +63,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[packet_forwarder]`
     pub packet_forwarder: PacketForwarderConfig,
+    /// `[lorawan]`
+    pub lorawan: LorawanConfig,
+    /// `[[upstream]]`: network servers foreign traffic is passed through to.
+    pub upstreams: Vec<UpstreamConfig>,
     /// `[logging]`
     pub logging: LoggingConfig,
 }
@@ -92,6 +104,36 @@ impl Default for PacketForwarderConfig {
             bind: DEFAULT_PACKET_FORWARDER_BIND,
             gateway_euis: Vec::new(),
             tx_ack_timeout: Duration::from_millis(DEFAULT_TX_ACK_TIMEOUT_MS),
+        }
+    }
+}
+
+/// `[lorawan]`: the region and what the network server gives joining devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LorawanConfig {
+    /// `region`: the regional parameters of the gateway.
+    pub region: RegionName,
+    /// `net_id`: the NetID in join accepts (24 bits).
+    pub net_id: u32,
+    /// `dev_addr_prefix`: DevAddrs are allocated in this prefix: the address bits ...
+    pub dev_addr_prefix: u32,
+    /// ... and how many of them are fixed.
+    pub dev_addr_prefix_len: u8,
+    /// `rx1_dr_offset`: RX1DROffset given to devices at join (0..=5).
+    pub rx1_dr_offset: u8,
+    /// `rx1_delay_s`: RX1 delay given to devices at join (1..=15 s).
+    pub rx1_delay_s: u8,
+}
+
+impl Default for LorawanConfig {
+    fn default() -> Self {
+        LorawanConfig {
+            region: DEFAULT_REGION,
+            net_id: 0,
+            dev_addr_prefix: 0,
+            dev_addr_prefix_len: 7,
+            rx1_dr_offset: 0,
+            rx1_delay_s: 1,
         }
     }
 }
@@ -142,6 +184,10 @@ struct RawConfig {
     #[serde(default)]
     packet_forwarder: RawPacketForwarder,
     #[serde(default)]
+    lorawan: RawLorawan,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+    #[serde(default)]
     logging: RawLogging,
 }
 
@@ -157,6 +203,28 @@ struct RawPacketForwarder {
     bind: Option<Spanned<BindAddress>>,
     gateway_euis: Option<Vec<Spanned<String>>>,
     tx_ack_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    server: Spanned<String>,
+    #[serde(default)]
+    dev_addr_prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    join_eui_prefixes: Vec<Spanned<String>>,
+    keepalive_interval_s: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLorawan {
+    region: Option<Spanned<String>>,
+    net_id: Option<Spanned<String>>,
+    dev_addr_prefix: Option<Spanned<String>>,
+    rx1_dr_offset: Option<Spanned<u8>>,
+    rx1_delay_s: Option<Spanned<u8>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -185,6 +253,8 @@ impl RawConfig {
         Ok(Config {
             storage: self.storage.validate()?,
             packet_forwarder: self.packet_forwarder.validate()?,
+            lorawan: self.lorawan.validate()?,
+            upstreams: validate_upstreams(self.upstream)?,
             logging: self.logging.validate()?,
         })
     }
@@ -267,6 +337,161 @@ impl RawPacketForwarder {
             gateway_euis,
             tx_ack_timeout,
         })
+    }
+}
+
+fn validate_upstreams(raw: Vec<RawUpstream>) -> Result<Vec<UpstreamConfig>, Rejection> {
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    for upstream in raw {
+        let name = upstream.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err((upstream.name.span(), "must not be empty".into()));
+        }
+        if upstreams.iter().any(|known| known.name == name) {
+            return Err((
+                upstream.name.span(),
+                format!("upstream {name:?} is defined twice"),
+            ));
+        }
+        let server = upstream.server.get_ref().trim().to_string();
+        let port_ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+        });
+        if !port_ok {
+            return Err((
+                upstream.server.span(),
+                format!("invalid server {server:?}: expected host:port, e.g. \"lns.example.com:1700\" or \"192.0.2.10:1700\""),
+            ));
+        }
+        let mut dev_addr_prefixes = Vec::new();
+        for text in &upstream.dev_addr_prefixes {
+            let parsed = parse_prefix(text.get_ref(), 8, 32).map(|(bits, length)| DevAddrPrefix {
+                address: bits as u32,
+                length,
+            });
+            let Some(prefix) = parsed else {
+                return Err((
+                    text.span(),
+                    format!("invalid DevAddr prefix {:?}: expected 8 hexadecimal digits, '/', and 0 to 32, e.g. \"26000000/7\"", text.get_ref()),
+                ));
+            };
+            dev_addr_prefixes.push(prefix);
+        }
+        let mut join_eui_prefixes = Vec::new();
+        for text in &upstream.join_eui_prefixes {
+            let parsed = parse_prefix(text.get_ref(), 16, 64)
+                .map(|(bits, length)| JoinEuiPrefix { eui: bits, length });
+            let Some(prefix) = parsed else {
+                return Err((
+                    text.span(),
+                    format!("invalid JoinEUI prefix {:?}: expected 16 hexadecimal digits, '/', and 0 to 64, e.g. \"70b3d57ed0000000/32\"", text.get_ref()),
+                ));
+            };
+            join_eui_prefixes.push(prefix);
+        }
+        let keepalive_s = match &upstream.keepalive_interval_s {
+            None => DEFAULT_UPSTREAM_KEEPALIVE_S,
+            Some(value) => {
+                if !(1..=300).contains(value.get_ref()) {
+                    return Err((
+                        value.span(),
+                        format!(
+                            "{} is out of range: expected 1 to 300 seconds",
+                            value.get_ref()
+                        ),
+                    ));
+                }
+                *value.get_ref()
+            }
+        };
+        upstreams.push(UpstreamConfig {
+            name,
+            server,
+            dev_addr_prefixes,
+            join_eui_prefixes,
+            keepalive: Duration::from_secs(keepalive_s),
+        });
+    }
+    Ok(upstreams)
+}
+
+/// `"<hex digits>/<length>"` with exactly `digits` hex digits and a length up to `max_len`.
+fn parse_prefix(text: &str, digits: usize, max_len: u8) -> Option<(u64, u8)> {
+    let (bits, length) = text.trim().split_once('/')?;
+    if bits.len() != digits {
+        return None;
+    }
+    let bits = u64::from_str_radix(bits, 16).ok()?;
+    let length: u8 = length.parse().ok().filter(|length| *length <= max_len)?;
+    Some((bits, length))
+}
+
+impl RawLorawan {
+    fn validate(self) -> Result<LorawanConfig, Rejection> {
+        let mut config = LorawanConfig::default();
+        if let Some(region) = self.region {
+            config.region = region.get_ref().parse().map_err(|_| {
+                (
+                    region.span(),
+                    format!(
+                        "unknown region {:?}: expected \"EU868\", \"US915\", \"AS923\", \"AS923-2\", \"AS923-3\" or \"AS923-4\"",
+                        region.get_ref()
+                    ),
+                )
+            })?;
+        }
+        if let Some(net_id) = self.net_id {
+            let text = net_id.get_ref().trim();
+            config.net_id = u32::from_str_radix(text, 16)
+                .ok()
+                .filter(|value| text.len() == 6 && *value <= 0x00ff_ffff)
+                .ok_or_else(|| {
+                    (
+                        net_id.span(),
+                        format!("invalid NetID {text:?}: expected 6 hexadecimal digits, e.g. \"000013\""),
+                    )
+                })?;
+        }
+        if let Some(prefix) = self.dev_addr_prefix {
+            let text = prefix.get_ref().trim();
+            let parsed = text.split_once('/').and_then(|(address, length)| {
+                let address = u32::from_str_radix(address, 16)
+                    .ok()
+                    .filter(|_| address.len() == 8)?;
+                let length: u8 = length.parse().ok().filter(|length| *length <= 32)?;
+                Some((address, length))
+            });
+            let Some((address, length)) = parsed else {
+                return Err((
+                    prefix.span(),
+                    format!("invalid DevAddr prefix {text:?}: expected 8 hexadecimal digits, '/', and a length of 0 to 32 bits, e.g. \"26000000/7\""),
+                ));
+            };
+            config.dev_addr_prefix = address;
+            config.dev_addr_prefix_len = length;
+        }
+        if let Some(offset) = self.rx1_dr_offset {
+            if *offset.get_ref() > 5 {
+                return Err((
+                    offset.span(),
+                    format!("{} is out of range: expected 0 to 5", offset.get_ref()),
+                ));
+            }
+            config.rx1_dr_offset = *offset.get_ref();
+        }
+        if let Some(delay) = self.rx1_delay_s {
+            if !(1..=15).contains(delay.get_ref()) {
+                return Err((
+                    delay.span(),
+                    format!(
+                        "{} is out of range: expected 1 to 15 seconds",
+                        delay.get_ref()
+                    ),
+                ));
+            }
+            config.rx1_delay_s = *delay.get_ref();
+        }
+        Ok(config)
     }
 }
 

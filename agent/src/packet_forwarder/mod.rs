@@ -10,10 +10,11 @@
 //! JSON bodies, allow-listing, acknowledgements and TX_ACK matching are ours (see
 //! [`udp`] for why its server runtime is not used).
 //!
-//! Still to come here: pass-through of foreign traffic to upstream network servers.
+//! Foreign traffic is passed through to upstream network servers ([`passthrough`]).
 
 pub mod counters;
 pub mod datagram;
+pub mod passthrough;
 pub mod push_data;
 pub mod tx_ack;
 pub mod udp;
@@ -27,6 +28,10 @@ pub use semtech_udp::push_data::{RxPk, Stat};
 
 pub use crate::lorawan::scheduler::{TxAckError, TxAckOutcome};
 pub use counters::CounterSnapshot;
+pub use passthrough::{
+    NothingOwned, PassThroughDownlink, PassThroughRadio, PassThroughTiming, UplinkOwnership,
+    UpstreamConfig, UpstreamCounterSnapshot,
+};
 pub use udp::{UdpDownlinks, UdpPacketForwarder};
 
 use crate::clock::MonotonicTime;
@@ -59,6 +64,8 @@ pub enum GatewayEvent {
         /// Its statistics.
         stat: Box<Stat>,
     },
+    /// An upstream network server wants a gateway to transmit this (pass-through).
+    PassThroughDownlink(Box<PassThroughDownlink>),
     /// A gateway opened its downlink path (first PULL_DATA) or moved to a new address.
     GatewayConnected {
         /// The gateway.
@@ -131,4 +138,21 @@ pub trait DownlinkSender: Clone + Send + Sync + 'static {
         gateway: GatewayEui,
         txpk: TxPk,
     ) -> impl Future<Output = Result<TxAckOutcome, DownlinkError>> + Send;
+
+    /// Sends a pass-through downlink: the upstream's PULL_RESP JSON body as it wrote it,
+    /// under a token of the transport's own. Transports without upstreams never get one.
+    fn send_pass_through(
+        &self,
+        gateway: GatewayEui,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<TxAckOutcome, DownlinkError>> + Send {
+        let _ = (gateway, body);
+        async { Err(DownlinkError::TransportClosed) }
+    }
+
+    /// Tells the upstream that sent a pass-through downlink what became of it (its TX_ACK,
+    /// with its own token). Transports without upstreams ignore it.
+    fn answer_pass_through(&self, downlink: &PassThroughDownlink, outcome: &TxAckOutcome) {
+        let _ = (downlink, outcome);
+    }
 }

@@ -42,6 +42,9 @@ use tracing::{debug, info, trace, warn};
 
 use super::counters::{CounterSnapshot, PacketForwarderCounters};
 use super::datagram::{self, UpstreamDatagram};
+use super::passthrough::{
+    PassThroughDownlink, UplinkOwnership, UpstreamConfig, UpstreamCounterSnapshot, Upstreams,
+};
 use super::push_data::parse_push_data;
 use super::tx_ack::parse_tx_ack;
 use super::{DownlinkError, DownlinkSender, GatewayEvent, Transport, TxPk, Uplink};
@@ -117,6 +120,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     counters: PacketForwarderCounters,
     state: Mutex<LinkState>,
+    /// Upstream network servers foreign traffic is passed to (none: nothing passes).
+    upstreams: Upstreams,
 }
 
 impl Shared {
@@ -180,6 +185,9 @@ impl Shared {
             UpstreamDatagram::PushData { token, json, .. } => {
                 self.handle_push_data(gateway, token, json, from, received_at, events)
                     .await;
+                if !self.upstreams.is_empty() {
+                    self.upstreams.forward_push_data(gateway, bytes, json);
+                }
             }
             UpstreamDatagram::PullData { token, .. } => {
                 self.handle_pull_data(gateway, token, from, received_at, events)
@@ -270,6 +278,7 @@ impl Shared {
         );
         self.send_to(&datagram::pull_ack(token), from, "PULL_ACK")
             .await;
+        self.upstreams.connect(gateway);
         if previous.map(|link| link.address) != Some(from) {
             info!(%gateway, address = %from, "gateway connected");
             self.deliver(
@@ -319,6 +328,35 @@ impl Shared {
         gateway: GatewayEui,
         txpk: TxPk,
     ) -> Result<TxAckOutcome, DownlinkError> {
+        let description = txpk.to_string();
+        self.send_pull_resp(gateway, &description, |token| {
+            datagram::pull_resp(token, &txpk)
+        })
+        .await
+    }
+
+    /// Sends a PULL_RESP whose JSON body is given as is (a pass-through downlink), under a
+    /// token of ours.
+    async fn send_raw_pull_resp(
+        &self,
+        gateway: GatewayEui,
+        body: &[u8],
+    ) -> Result<TxAckOutcome, DownlinkError> {
+        self.send_pull_resp(gateway, "pass-through", |token| {
+            let [high, low] = token.to_be_bytes();
+            let mut datagram = vec![datagram::PROTOCOL_VERSION, high, low, 0x03];
+            datagram.extend_from_slice(body);
+            Ok(datagram)
+        })
+        .await
+    }
+
+    async fn send_pull_resp(
+        &self,
+        gateway: GatewayEui,
+        description: &str,
+        build: impl FnOnce(u16) -> Result<Vec<u8>, serde_json::Error>,
+    ) -> Result<TxAckOutcome, DownlinkError> {
         let (answer, answered) = oneshot::channel();
         let (token, address) = {
             let mut state = self.state();
@@ -338,7 +376,7 @@ impl Shared {
             self.state().pending.remove(&token);
         };
 
-        let bytes = match datagram::pull_resp(token, &txpk) {
+        let bytes = match build(token) {
             Ok(bytes) => bytes,
             Err(source) => {
                 forget();
@@ -357,7 +395,7 @@ impl Shared {
             });
         }
         PacketForwarderCounters::increment(&self.counters.downlinks_sent);
-        debug!(%gateway, %address, token, txpk = %txpk, "downlink sent");
+        debug!(%gateway, %address, token, downlink = %description, "downlink sent");
 
         match tokio::time::timeout(self.tx_ack_timeout, answered).await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -406,9 +444,20 @@ impl std::fmt::Debug for UdpDownlinks {
 
 impl UdpPacketForwarder {
     /// Binds `config.bind` and starts serving packet forwarders (must run inside a tokio
-    /// runtime).
+    /// runtime), with no upstream.
     pub async fn bind(
         config: &PacketForwarderConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<UdpPacketForwarder, BindError> {
+        Self::bind_with_upstreams(config, Vec::new(), Arc::new(super::NothingOwned), clock).await
+    }
+
+    /// Like [`Self::bind`], passing the traffic `ownership` does not claim through to
+    /// `upstreams`.
+    pub async fn bind_with_upstreams(
+        config: &PacketForwarderConfig,
+        upstreams: Vec<UpstreamConfig>,
+        ownership: Arc<dyn UplinkOwnership>,
         clock: Arc<dyn Clock>,
     ) -> Result<UdpPacketForwarder, BindError> {
         let socket = UdpSocket::bind(config.bind)
@@ -423,6 +472,8 @@ impl UdpPacketForwarder {
         })?;
         let allowed_gateways = (!config.gateway_euis.is_empty())
             .then(|| config.gateway_euis.iter().copied().collect());
+        let (event_sender, events) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+        let upstreams = Upstreams::new(upstreams, ownership, event_sender.clone());
         let shared = Arc::new(Shared {
             socket,
             allowed_gateways,
@@ -430,8 +481,8 @@ impl UdpPacketForwarder {
             clock,
             counters: PacketForwarderCounters::default(),
             state: Mutex::new(LinkState::default()),
+            upstreams,
         });
-        let (event_sender, events) = mpsc::channel(EVENT_QUEUE_CAPACITY);
         let receive_task = tokio::spawn(receive_loop(Arc::clone(&shared), event_sender));
         info!(address = %local_address, "listening for packet forwarders (Semtech UDP)");
         Ok(UdpPacketForwarder {
@@ -450,6 +501,11 @@ impl UdpPacketForwarder {
     /// The link's counters now.
     pub fn counters(&self) -> CounterSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// Each upstream's counters now.
+    pub fn upstream_counters(&self) -> Vec<UpstreamCounterSnapshot> {
+        self.shared.upstreams.counters()
     }
 
     /// Gateways that have sent a PULL_DATA, with their address and last PULL_DATA time.
@@ -511,5 +567,22 @@ impl DownlinkSender for UdpDownlinks {
         txpk: TxPk,
     ) -> Result<TxAckOutcome, DownlinkError> {
         self.shared.send_downlink(gateway, txpk).await
+    }
+
+    async fn send_pass_through(
+        &self,
+        gateway: GatewayEui,
+        body: Vec<u8>,
+    ) -> Result<TxAckOutcome, DownlinkError> {
+        self.shared.send_raw_pull_resp(gateway, &body).await
+    }
+
+    fn answer_pass_through(&self, downlink: &PassThroughDownlink, outcome: &TxAckOutcome) {
+        self.shared.upstreams.answer(
+            downlink.gateway,
+            downlink.upstream,
+            downlink.upstream_token,
+            outcome,
+        );
     }
 }

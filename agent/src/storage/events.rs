@@ -69,6 +69,27 @@ event_kinds! {
     DeviceFirmwareVersion => "device_firmware_version",
     /// A session was created (OTAA join or ABP activation).
     SessionCreated => "session_created",
+    /// A frame of one of our devices was refused (payload: reason; bad MIC, replayed
+    /// FCnt or DevNonce...).
+    UplinkRejected => "uplink_rejected",
+    /// A firmware image entered the cache (payload: SHA-256, kind, version, size).
+    ImageImported => "image_imported",
+    /// A firmware image left the cache (payload: SHA-256).
+    ImageRemoved => "image_removed",
+    /// A FUOTA campaign was created (payload: id, image, targets, parameters).
+    CampaignCreated => "campaign_created",
+    /// A campaign changed state: started, paused, resumed, cancelled, finished
+    /// (payload: id, from, to).
+    CampaignState => "campaign_state",
+    /// A campaign moved to another step (payload: id, step).
+    CampaignStep => "campaign_step",
+    /// A device of a campaign moved to another step (payload: id, from, to, detail).
+    CampaignDeviceStep => "campaign_device_step",
+    /// A device of a campaign got its result (payload: id, status, error).
+    CampaignDeviceResult => "campaign_device_result",
+    /// A device of a campaign sent something wrong, or an answer it did not expect
+    /// (payload: id, fport, error).
+    CampaignDeviceError => "campaign_device_error",
 }
 
 impl fmt::Display for EventKind {
@@ -204,6 +225,29 @@ impl WriteTx<'_> {
 }
 
 impl Storage {
+    /// Every event of `kind` at or after `since`, oldest first.
+    pub fn events_of_kind_since(
+        &self,
+        kind: EventKind,
+        since: WallTime,
+    ) -> Result<Vec<Event>, StorageError> {
+        let mut statement = self
+            .connection()
+            .prepare(
+                "SELECT id, time_ms, kind, dev_eui, gateway_eui, payload FROM events \
+                 WHERE kind = ?1 AND time_ms >= ?2 ORDER BY id",
+            )
+            .map_err(StorageError::sql("preparing an event query"))?;
+        let mut rows = statement
+            .query(params![kind.as_str(), since.unix_millis()])
+            .map_err(StorageError::sql("querying events by kind"))?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(StorageError::sql("reading an event"))? {
+            events.push(event_from_row(row)?);
+        }
+        Ok(events)
+    }
+
     /// Up to `limit` events with an id greater than `after_id`, oldest first.
     pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, StorageError> {
         let mut statement = self

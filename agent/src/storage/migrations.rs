@@ -76,6 +76,83 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX events_by_device ON events (dev_eui, id) WHERE dev_eui IS NOT NULL;
     "#,
+    // 2: the firmware cache's metadata (the image files live in the cache directory,
+    // named by the SHA-256 of their content).
+    r#"
+    CREATE TABLE firmware_images (
+        sha256           TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+        kind             TEXT NOT NULL CHECK (kind IN ('mcuboot', 'opaque')),
+        size             INTEGER NOT NULL CHECK (size > 0),
+        -- The name it was imported under (file name), for people.
+        name             TEXT NOT NULL,
+        -- MCUboot version "major.minor.revision+build" (NULL for opaque images).
+        version          TEXT,
+        -- TS006 32-bit version (from the MCUboot header, or given for opaque images).
+        ts006_version    INTEGER CHECK (ts006_version BETWEEN 0 AND 4294967295),
+        hardware_version INTEGER CHECK (hardware_version BETWEEN 0 AND 4294967295),
+        -- MCUboot's digest of header, body and protected TLVs (NULL for opaque images).
+        image_digest     TEXT CHECK (image_digest IS NULL OR length(image_digest) = 64),
+        -- The detached signature of an opaque image (NULL for MCUboot images).
+        signature        BLOB,
+        -- KEYHASH of the trusted key that verified it.
+        signer_key_hash  TEXT NOT NULL CHECK (length(signer_key_hash) = 64),
+        imported_at_ms   INTEGER NOT NULL
+    ) STRICT;
+    "#,
+    // 3: events by kind and time: the downlinks of the last duty-cycle window are read
+    // back at start, so a restarted agent keeps counting the airtime it already used.
+    r#"
+    CREATE INDEX events_by_kind_time ON events (kind, time_ms);
+    "#,
+    // 4: FUOTA campaigns, their per-device rows, and each device's TS004 SessionCnt
+    // (it must grow across campaigns: devices refuse a replayed one).
+    r#"
+    CREATE TABLE campaigns (
+        id                  INTEGER PRIMARY KEY,
+        name                TEXT NOT NULL,
+        image_sha256        TEXT NOT NULL CHECK (length(image_sha256) = 64),
+        -- TS006 version the image installs, and the hardware version it is for.
+        target_version      INTEGER NOT NULL CHECK (target_version BETWEEN 0 AND 4294967295),
+        hardware_version    INTEGER CHECK (hardware_version BETWEEN 0 AND 4294967295),
+        -- JSON: how the targets were chosen (list, hardware version, tag).
+        targets             TEXT NOT NULL CHECK (json_valid(targets)),
+        delivery            TEXT NOT NULL CHECK (delivery IN ('multicast', 'unicast')),
+        -- JSON: the resolved parameters (plan figures and overrides).
+        parameters          TEXT NOT NULL CHECK (json_valid(parameters)),
+        state               TEXT NOT NULL CHECK (state IN ('created', 'running', 'paused', 'cancelled', 'finished')),
+        -- JSON: the current step of the campaign and its counters.
+        progress            TEXT NOT NULL CHECK (json_valid(progress)),
+        -- The multicast group: McAddr and McKey (never in events).
+        mc_addr             INTEGER NOT NULL CHECK (mc_addr BETWEEN 0 AND 4294967295),
+        mc_key              BLOB NOT NULL CHECK (length(mc_key) = 16),
+        -- Group FCnt high-water mark: every multicast FCnt handed out is below it;
+        -- written (and synced) before a value at or above it is used.
+        mc_fcnt_reserved    INTEGER NOT NULL DEFAULT 0 CHECK (mc_fcnt_reserved BETWEEN 0 AND 4294967296),
+        created_at_ms       INTEGER NOT NULL,
+        updated_at_ms       INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE campaign_devices (
+        campaign_id   INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+        dev_eui       TEXT NOT NULL CHECK (length(dev_eui) = 16),
+        -- The device's result ('in_progress' until it has one).
+        status        TEXT NOT NULL,
+        -- JSON: the step, the request waiting for an answer, what was learnt.
+        step          TEXT NOT NULL CHECK (json_valid(step)),
+        retries       INTEGER NOT NULL DEFAULT 0,
+        last_seen_ms  INTEGER,
+        missing       INTEGER,
+        last_error    TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, dev_eui)
+    ) STRICT;
+    CREATE INDEX campaign_devices_by_device ON campaign_devices (dev_eui);
+
+    CREATE TABLE frag_session_counters (
+        dev_eui          TEXT PRIMARY KEY CHECK (length(dev_eui) = 16),
+        last_session_cnt INTEGER NOT NULL CHECK (last_session_cnt BETWEEN 0 AND 65535)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

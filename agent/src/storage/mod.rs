@@ -1,8 +1,9 @@
 //! The agent's one source of truth: SQLite in WAL mode, with numbered migrations.
 //!
 //! It owns the schema ([`migrations`]), the device registry ([`devices`]), device
-//! sessions and DevNonces ([`sessions`]), the event log ([`events`]) and the FCntDown
-//! reservations ([`frame_counters`]).
+//! sessions and DevNonces ([`sessions`]), the event log ([`events`]), the FCntDown
+//! reservations ([`frame_counters`]), the firmware cache's metadata
+//! ([`firmware_images`]) and FUOTA campaigns ([`campaigns`]).
 //!
 //! # Writing
 //!
@@ -22,8 +23,10 @@
 //! that one commit), and reserves [`FCNT_DOWN_RESERVATION`] values at a time, so a
 //! downlink counter is never reused, without an fsync per frame.
 
+pub mod campaigns;
 pub mod devices;
 pub mod events;
+pub mod firmware_images;
 pub mod frame_counters;
 pub mod migrations;
 pub mod sessions;
@@ -36,6 +39,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use devices::{Device, DeviceClass, MacVersion};
 pub use events::{Event, EventKind, NewEvent};
+pub use firmware_images::{FirmwareImageKind, FirmwareImageRecord};
 pub use frame_counters::FCNT_DOWN_RESERVATION;
 pub use sessions::{DevNonceUse, DeviceSession, SessionCounters};
 

@@ -195,6 +195,20 @@ impl WriteTx<'_> {
 }
 
 impl Storage {
+    /// How many DevNonces the device has used (every accepted join adds one): the agent's
+    /// JoinNonce counter, which therefore never repeats for a device.
+    pub fn dev_nonce_count(&self, dev_eui: DevEui) -> Result<u32, StorageError> {
+        let count: i64 = self
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM dev_nonces WHERE dev_eui = ?1",
+                params![dev_eui.to_string()],
+                |row| row.get(0),
+            )
+            .map_err(StorageError::sql("counting DevNonces"))?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     /// The device's session, if it has one.
     pub fn session(&self, dev_eui: DevEui) -> Result<Option<DeviceSession>, StorageError> {
         let mut statement = self

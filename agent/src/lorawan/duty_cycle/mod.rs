@@ -415,6 +415,26 @@ impl DutyCycleAccountant {
         Ok(RecordId(id))
     }
 
+    /// Records a transmission that already happened (restored from storage after a
+    /// restart), without checking it against the budget: it did go out. Returns `false`
+    /// if it lies in no band of this accountant.
+    pub fn restore(&mut self, request: &TransmitRequest) -> bool {
+        let Some(index) = self.ledger_index(request.frequency_hz, request.bandwidth_hz) else {
+            return false;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let start = request.start.as_micros();
+        let entry = TimelineEntry {
+            start,
+            end: start.saturating_add(request.airtime_us),
+            id,
+        };
+        let window = self.config.window_us;
+        self.ledgers[index].insert(entry, request.class, window);
+        true
+    }
+
     /// Removes a recorded transmission that did not happen; whether it was found.
     pub fn cancel(&mut self, id: RecordId) -> bool {
         for ledger in &mut self.ledgers {
