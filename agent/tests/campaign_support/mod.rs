@@ -192,6 +192,12 @@ impl UpdateAgent for SimBootloader {
         *self.0.borrow_mut() = Some(*update);
         Ok(())
     }
+
+    /// The simulated bootloader installs without a trial (the boot crate's own tests
+    /// cover trial and revert), so there is nothing to confirm.
+    fn confirm_running_image(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
 }
 
 /// The simulated platform.
