@@ -10,7 +10,8 @@ use fuota_agent::network_server::multicast::{
     build_multicast_frame, MulticastFrameError, MulticastGroupKeys,
 };
 use fuota_agent::network_server::{
-    NetworkServer, NetworkServerSettings, OwnershipIndex, UplinkOutcome, UplinkRadio,
+    ApplicationHandler, ApplicationUplink, NetworkServer, NetworkServerSettings, OwnershipIndex,
+    QueuedDownlink, UplinkOutcome, UplinkRadio,
 };
 use fuota_agent::storage::{Device, DeviceSession, MacVersion, Storage};
 use lorawan::creator::DataPayloadCreator;
@@ -66,8 +67,9 @@ fn a_group_member_decrypts_and_verifies_multicast_frames() {
     assert!(build_multicast_frame(&group, 1, 201, &[0; 300]).is_err());
 }
 
-#[test]
-fn an_abp_device_is_served_from_its_provisioned_session() {
+/// An ABP device (DevAddr 26010203, NwkSKey 01.., AppSKey 02..) registered in a fresh
+/// database, and a network server over it.
+fn abp_device() -> (tempfile::TempDir, Storage, NetworkServer, DevEui) {
     let directory = tempfile::tempdir().unwrap();
     let mut storage = Storage::open(&directory.path().join("agent.db")).unwrap();
     let dev_eui = DevEui::from(0x00aa_bbcc_0000_0001);
@@ -88,31 +90,38 @@ fn an_abp_device_is_served_from_its_provisioned_session() {
             tx.store_session(&session, at, serde_json::json!({ "activation": "abp" }))
         })
         .unwrap();
-    let mut server = NetworkServer::new(
+    let server = NetworkServer::new(
         Region::new(RegionName::Eu868, RegionOptions::default()),
         NetworkServerSettings::default(),
         OwnershipIndex::load(&storage).unwrap(),
     );
+    (directory, storage, server, dev_eui)
+}
 
+/// An uplink of the ABP device.
+fn abp_uplink(confirmed: bool, f_cnt: u16, f_port: u8, payload: &[u8]) -> Vec<u8> {
     let mut creator = DataPayloadCreator::new();
     creator
         .set_uplink(true)
-        .set_confirmed(true)
+        .set_confirmed(confirmed)
         .set_dev_addr(lorawan::parser::DevAddr::<[u8; 4]>::from(
             0x2601_0203u32.to_le_bytes(),
         ))
-        .set_fcnt(7)
-        .set_f_port(3);
-    let frame = creator
+        .set_fcnt(u32::from(f_cnt))
+        .set_f_port(f_port);
+    creator
         .build(
-            b"abp",
+            payload,
             &[],
             &NewSKey::from([1; 16]),
             &AppSKey::from([2; 16]),
         )
         .unwrap()
-        .to_vec();
-    let radio = UplinkRadio {
+        .to_vec()
+}
+
+fn radio_at(second: u64) -> UplinkRadio {
+    UplinkRadio {
         gateway: GatewayEui::from(1),
         frequency_hz: 868_100_000,
         data_rate: 5,
@@ -120,10 +129,18 @@ fn an_abp_device_is_served_from_its_provisioned_session() {
         rssi_dbm: -80,
         tmst: 1_000_000,
         gps_time: None,
-        received_at: MonotonicTime::from_secs(10),
-        received_wall: at,
-    };
-    let outcome = server.handle_uplink(&mut storage, &frame, &radio).unwrap();
+        received_at: MonotonicTime::from_secs(second),
+        received_wall: WallTime::from_unix_seconds(1_790_000_000 + second as i64),
+    }
+}
+
+#[test]
+fn an_abp_device_is_served_from_its_provisioned_session() {
+    let (_directory, mut storage, mut server, dev_eui) = abp_device();
+    let frame = abp_uplink(true, 7, 3, b"abp");
+    let outcome = server
+        .handle_uplink(&mut storage, &frame, &radio_at(10))
+        .unwrap();
     let UplinkOutcome::Data {
         dev_eui: from,
         f_cnt,
@@ -143,4 +160,112 @@ fn an_abp_device_is_served_from_its_provisioned_session() {
     };
     assert!(ack.fhdr().fctrl().ack());
     assert!(ack.validate_mic(&AES128([1; 16]), answer.f_cnt_down.unwrap()));
+}
+
+/// The layer above answering FPort 201 uplinks, as the campaign engine does.
+#[derive(Default)]
+struct Answering {
+    seen: Vec<(DevEui, u8, Vec<u8>, u32)>,
+}
+
+impl ApplicationHandler for Answering {
+    fn on_application_uplink(
+        &mut self,
+        _storage: &mut Storage,
+        uplink: &ApplicationUplink<'_>,
+    ) -> Option<QueuedDownlink> {
+        self.seen.push((
+            uplink.dev_eui,
+            uplink.f_port,
+            uplink.payload.to_vec(),
+            uplink.f_cnt,
+        ));
+        (uplink.f_port == 201).then(|| QueuedDownlink {
+            f_port: 201,
+            payload: b"next request".to_vec(),
+            confirmed: false,
+        })
+    }
+}
+
+#[test]
+fn the_layer_above_answers_an_uplink_in_its_own_receive_window() {
+    let (_directory, mut storage, mut server, dev_eui) = abp_device();
+    let mut application = Answering::default();
+    // Something queued earlier waits behind the answer to this uplink.
+    server.enqueue_downlink(
+        dev_eui,
+        QueuedDownlink {
+            f_port: 5,
+            payload: b"older".to_vec(),
+            confirmed: false,
+        },
+    );
+
+    let frame = abp_uplink(false, 1, 201, b"status");
+    let outcome = server
+        .handle_uplink_with(&mut storage, &frame, &radio_at(10), &mut application)
+        .unwrap();
+    assert_eq!(
+        application.seen,
+        vec![(dev_eui, 201, b"status".to_vec(), 1)]
+    );
+    let UplinkOutcome::Data {
+        answer: Some(answer),
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    let f_cnt_down = answer.f_cnt_down.unwrap();
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(answer.phy_payload) else {
+        panic!("no answer frame");
+    };
+    let decrypted = frame
+        .decrypt(Some(&AES128([1; 16])), Some(&AES128([2; 16])), f_cnt_down)
+        .unwrap();
+    assert_eq!(decrypted.f_port(), Some(201));
+    let FRMPayload::Data(data) = decrypted.frm_payload() else {
+        panic!("no payload");
+    };
+    assert_eq!(data, b"next request");
+
+    // Another port: the handler sees it, answers nothing, and the older payload goes.
+    let frame = abp_uplink(false, 2, 3, b"heartbeat");
+    let outcome = server
+        .handle_uplink_with(&mut storage, &frame, &radio_at(20), &mut application)
+        .unwrap();
+    assert_eq!(application.seen.len(), 2);
+    let UplinkOutcome::Data {
+        answer: Some(answer),
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    let f_cnt_down = answer.f_cnt_down.unwrap();
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(answer.phy_payload) else {
+        panic!("no answer frame");
+    };
+    let decrypted = frame
+        .decrypt(Some(&AES128([1; 16])), Some(&AES128([2; 16])), f_cnt_down)
+        .unwrap();
+    assert_eq!(decrypted.f_port(), Some(5));
+
+    // MAC-only uplinks (FPort absent) never reach the layer above.
+    let mut creator = DataPayloadCreator::new();
+    creator
+        .set_uplink(true)
+        .set_dev_addr(lorawan::parser::DevAddr::<[u8; 4]>::from(
+            0x2601_0203u32.to_le_bytes(),
+        ))
+        .set_fcnt(3);
+    let mac_only = creator
+        .build(&[], &[], &NewSKey::from([1; 16]), &AppSKey::from([2; 16]))
+        .unwrap()
+        .to_vec();
+    server
+        .handle_uplink_with(&mut storage, &mac_only, &radio_at(30), &mut application)
+        .unwrap();
+    assert_eq!(application.seen.len(), 2);
 }

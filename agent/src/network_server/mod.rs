@@ -225,6 +225,48 @@ pub struct QueuedDownlink {
     pub confirmed: bool,
 }
 
+/// The layer above the network server that may answer an application uplink in its own
+/// receive window (the campaign engine: a device's next FUOTA request must go out in
+/// the RX1/RX2 of the uplink that carried its previous answer).
+pub trait ApplicationHandler {
+    /// A device's application payload (FPort 1..=223), decrypted, after its uplink was
+    /// committed. What it returns is sent in this uplink's answer, ahead of the device's
+    /// queued payloads.
+    fn on_application_uplink(
+        &mut self,
+        storage: &mut crate::storage::Storage,
+        uplink: &ApplicationUplink<'_>,
+    ) -> Option<QueuedDownlink>;
+}
+
+/// An application uplink, as [`ApplicationHandler`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplicationUplink<'a> {
+    /// The device.
+    pub dev_eui: DevEui,
+    /// FPort (1..=223).
+    pub f_port: u8,
+    /// The decrypted FRMPayload.
+    pub payload: &'a [u8],
+    /// Its full FCnt.
+    pub f_cnt: u32,
+    /// When it was received (the agent's wall time).
+    pub received: WallTime,
+}
+
+/// The handler of a network server nobody stands above: nothing is answered.
+struct NoApplication;
+
+impl ApplicationHandler for NoApplication {
+    fn on_application_uplink(
+        &mut self,
+        _storage: &mut crate::storage::Storage,
+        _uplink: &ApplicationUplink<'_>,
+    ) -> Option<QueuedDownlink> {
+        None
+    }
+}
+
 /// Counters, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetworkServerCounters {
@@ -307,6 +349,18 @@ impl NetworkServer {
         phy_payload: &[u8],
         radio: &UplinkRadio,
     ) -> Result<UplinkOutcome, crate::storage::StorageError> {
+        self.handle_uplink_with(storage, phy_payload, radio, &mut NoApplication)
+    }
+
+    /// Handles one received PHYPayload; an application payload goes to `application`,
+    /// which may answer it in this uplink's receive window.
+    pub fn handle_uplink_with(
+        &mut self,
+        storage: &mut crate::storage::Storage,
+        phy_payload: &[u8],
+        radio: &UplinkRadio,
+        application: &mut dyn ApplicationHandler,
+    ) -> Result<UplinkOutcome, crate::storage::StorageError> {
         if !self.ownership.owns(phy_payload) {
             self.counters.not_ours += 1;
             return Ok(UplinkOutcome::NotOurs);
@@ -317,7 +371,7 @@ impl NetworkServer {
         }
         let outcome = match phy_payload[0] >> 5 {
             0b000 => join::handle_join_request(self, storage, phy_payload, radio)?,
-            _ => uplink::handle_data_uplink(self, storage, phy_payload, radio)?,
+            _ => uplink::handle_data_uplink(self, storage, phy_payload, radio, application)?,
         };
         match &outcome {
             UplinkOutcome::Joined { .. } => self.counters.joins += 1,

@@ -11,7 +11,10 @@ use super::mac_commands::{
     device_time_answer, link_check_answer, link_margin_db, parse_uplink_mac_commands, MacAnswer,
     MacRequest,
 };
-use super::{ClassAAnswer, NetworkServer, Rejection, UplinkOutcome, UplinkRadio};
+use super::{
+    ApplicationHandler, ApplicationUplink, ClassAAnswer, NetworkServer, Rejection, UplinkOutcome,
+    UplinkRadio,
+};
 use crate::identifiers::{DevAddr, DevEui};
 use crate::lorawan::region::Modulation;
 use crate::lorawan::scheduler::ClassAKind;
@@ -28,6 +31,7 @@ pub(super) fn handle_data_uplink(
     storage: &mut Storage,
     phy_payload: &[u8],
     radio: &UplinkRadio,
+    application: &mut dyn ApplicationHandler,
 ) -> Result<UplinkOutcome, StorageError> {
     let mtype = phy_payload[0] >> 5;
     let confirmed = match mtype {
@@ -156,6 +160,18 @@ pub(super) fn handle_data_uplink(
         Ok(())
     })?;
 
+    if let Some(port) = f_port.filter(|port| (1..=223).contains(port)) {
+        let uplink = ApplicationUplink {
+            dev_eui,
+            f_port: port,
+            payload: &payload,
+            f_cnt,
+            received: radio.received_wall,
+        };
+        if let Some(downlink) = application.on_application_uplink(storage, &uplink) {
+            server.requeue_front(dev_eui, downlink);
+        }
+    }
     let answers = mac_answers(server, &mac_bytes, radio);
     let answer = build_answer(server, storage, &session, radio, confirmed, &answers)?;
     Ok(UplinkOutcome::Data {

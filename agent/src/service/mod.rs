@@ -12,15 +12,17 @@
 //! as its own task (the TX_ACK wait never blocks the loop); its outcome comes back on a
 //! channel and goes to the scheduler, which may ask for the RX2 retry of a refused RX1.
 
+pub mod campaigns;
 pub mod radio;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::campaign::{CampaignEngine, CampaignId, DeviceStatus, MulticastOutcome};
 use crate::clock::{Clock, WallTime};
 use crate::identifiers::{DevEui, GatewayEui};
 use crate::lorawan::duty_cycle::{
@@ -98,6 +100,13 @@ pub enum ServiceCommand {
     },
     /// Send a multicast frame in the gaps.
     Multicast(MulticastFrame),
+    /// A campaign operation; the answer comes back on `reply`.
+    Campaign {
+        /// What to do.
+        request: campaigns::CampaignRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<campaigns::CampaignReply>,
+    },
 }
 
 /// What the service tells the layers above.
@@ -134,6 +143,13 @@ pub enum ServiceNotification {
         reference: u64,
         /// Why.
         reason: String,
+    },
+    /// A campaign ended: every device has its result.
+    CampaignFinished {
+        /// The campaign.
+        campaign_id: CampaignId,
+        /// Devices per result.
+        results: std::collections::BTreeMap<DeviceStatus, usize>,
     },
 }
 
@@ -221,6 +237,8 @@ pub struct Service<T: Transport> {
     send_results: mpsc::UnboundedReceiver<SendResult>,
     counters: ServiceCounters,
     heartbeat: Option<Box<dyn FnMut() + Send>>,
+    campaigns: Option<CampaignEngine>,
+    campaign_runtime: campaigns::CampaignRuntime,
 }
 
 impl<T: Transport> Service<T> {
@@ -274,6 +292,8 @@ impl<T: Transport> Service<T> {
             send_results,
             counters: ServiceCounters::default(),
             heartbeat: None,
+            campaigns: None,
+            campaign_runtime: campaigns::CampaignRuntime::default(),
         };
         Ok((
             service,
@@ -320,12 +340,14 @@ impl<T: Transport> Service<T> {
                 Some(command) = self.commands.recv() => self.on_command(command),
                 _ = clock_check.tick() => {
                     self.check_clock()?;
+                    self.tick_campaigns()?;
                     if let Some(heartbeat) = self.heartbeat.as_mut() {
                         heartbeat();
                     }
                 }
                 () = sleep_or_forever(sleep_for) => {}
             }
+            self.settle_campaign_frames()?;
             self.poll_schedulers()?;
         }
         info!(counters = ?self.counters, "service stopping");
@@ -400,6 +422,7 @@ impl<T: Transport> Service<T> {
 
     fn on_uplink(&mut self, uplink: &Uplink) -> Result<(), ServiceError> {
         self.counters.uplinks += 1;
+        self.campaign_runtime.last_gateway = Some(uplink.gateway);
         let now = self.clock.now();
         let tmst = Tmst(uplink.rxpk.timestamp());
         self.scheduler(uplink.gateway)
@@ -410,9 +433,26 @@ impl<T: Transport> Service<T> {
             self.counters.foreign_uplinks += 1;
             return Ok(());
         };
-        let outcome = self
-            .server
-            .handle_uplink(&mut self.storage, uplink.rxpk.data(), &radio)?;
+        let mut campaign_actions = Vec::new();
+        let outcome = match self.campaigns.as_mut() {
+            Some(engine) => {
+                let mut hook = campaigns::EngineHook {
+                    engine,
+                    actions: Vec::new(),
+                };
+                let outcome = self.server.handle_uplink_with(
+                    &mut self.storage,
+                    uplink.rxpk.data(),
+                    &radio,
+                    &mut hook,
+                )?;
+                campaign_actions = hook.actions;
+                outcome
+            }
+            None => self
+                .server
+                .handle_uplink(&mut self.storage, uplink.rxpk.data(), &radio)?,
+        };
         match outcome {
             UplinkOutcome::NotOurs => self.counters.foreign_uplinks += 1,
             UplinkOutcome::Duplicate => {}
@@ -447,7 +487,7 @@ impl<T: Transport> Service<T> {
                 }
             }
         }
-        Ok(())
+        self.carry_out(campaign_actions)
     }
 
     /// Records a step of the system wall clock (an offline gateway's wrong clock
@@ -608,6 +648,10 @@ impl<T: Transport> Service<T> {
                 self.server.enqueue_downlink(dev_eui, downlink);
             }
             ServiceCommand::Multicast(frame) => self.enqueue_multicast(frame),
+            ServiceCommand::Campaign { request, reply } => {
+                // The asker may have gone; the campaign's state is on disk either way.
+                let _ = reply.send(self.campaign_request(request));
+            }
         }
     }
 
@@ -616,10 +660,7 @@ impl<T: Transport> Service<T> {
         let modulation = match self.settings.region.data_rate(frame.data_rate) {
             Ok(rate) => rate.modulation,
             Err(error) => {
-                self.notify(ServiceNotification::MulticastGaveUp {
-                    reference,
-                    reason: error.to_string(),
-                });
+                self.multicast_settled(reference, MulticastOutcome::GivenUp(error.to_string()));
                 return;
             }
         };
@@ -630,10 +671,7 @@ impl<T: Transport> Service<T> {
         ) {
             Ok(radio) => radio,
             Err(error) => {
-                self.notify(ServiceNotification::MulticastGaveUp {
-                    reference,
-                    reason: error.to_string(),
-                });
+                self.multicast_settled(reference, MulticastOutcome::GivenUp(error.to_string()));
                 return;
             }
         };
@@ -660,10 +698,9 @@ impl<T: Transport> Service<T> {
                     },
                 );
             }
-            Err(error) => self.notify(ServiceNotification::MulticastGaveUp {
-                reference,
-                reason: error.to_string(),
-            }),
+            Err(error) => {
+                self.multicast_settled(reference, MulticastOutcome::GivenUp(error.to_string()));
+            }
         }
     }
 
@@ -812,7 +849,7 @@ impl<T: Transport> Service<T> {
             self.storage.append_event(&event)?;
         }
         if let Some(reference) = outgoing.multicast_reference {
-            self.notify(ServiceNotification::MulticastSent { reference });
+            self.multicast_settled(reference, MulticastOutcome::Sent);
         }
         Ok(())
     }
@@ -826,10 +863,7 @@ impl<T: Transport> Service<T> {
     fn settle_given_up(&mut self, id: DownlinkId, reason: String) -> Result<(), ServiceError> {
         if let Some(outgoing) = self.outgoing.remove(&id) {
             if let Some(reference) = outgoing.multicast_reference {
-                self.notify(ServiceNotification::MulticastGaveUp {
-                    reference,
-                    reason: reason.clone(),
-                });
+                self.multicast_settled(reference, MulticastOutcome::GivenUp(reason.clone()));
             }
             if let Some(dev_eui) = outgoing.dev_eui {
                 self.counters.answers_lost += 1;

@@ -1,0 +1,275 @@
+//! The campaign engine inside the core loop: application uplinks go to the engine,
+//! whose unicast request for the device rides in that uplink's own receive window;
+//! its multicast frames are built with the group's keys and FCnt and handed to the
+//! gateway's scheduler (duty cycle, Class A priority); what became of each frame goes
+//! back to the engine; the loop's one-second tick lets the engine's time run.
+//!
+//! Engine failures are logged and recorded, never fatal to the loop: the network
+//! server keeps serving every device while a campaign is stuck (its state is on disk
+//! and resumes on the next call or restart).
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use super::{MulticastFrame, Service, ServiceError, ServiceNotification};
+use crate::campaign::{
+    CampaignAction, CampaignEngine, CampaignError, CampaignId, CampaignSpec, MulticastFrameId,
+    MulticastOutcome,
+};
+use crate::clock::WallTime;
+use crate::identifiers::GatewayEui;
+use crate::network_server::multicast::{build_multicast_frame, MulticastGroupKeys};
+use crate::network_server::{ApplicationHandler, ApplicationUplink, QueuedDownlink};
+use crate::packet_forwarder::Transport;
+use crate::storage::Storage;
+
+/// A campaign operation asked of the loop (by the local API, the simulator, or the
+/// upstream commands).
+#[derive(Debug)]
+pub enum CampaignRequest {
+    /// Create a campaign (state `created`).
+    Create(Box<CampaignSpec>),
+    /// Start a created campaign.
+    Start(CampaignId),
+    /// Pause a running campaign.
+    Pause(CampaignId),
+    /// Resume a paused campaign.
+    Resume(CampaignId),
+    /// Cancel a campaign.
+    Cancel(CampaignId),
+}
+
+/// The engine's answer to a [`CampaignRequest`]: the campaign concerned.
+pub type CampaignReply = Result<CampaignId, CampaignError>;
+
+/// The engine as the network server's [`ApplicationHandler`] for one uplink: the
+/// device's unicast request goes into the answer, every other action is kept for the
+/// loop to carry out once the uplink is handled.
+pub(super) struct EngineHook<'a> {
+    pub engine: &'a mut CampaignEngine,
+    pub actions: Vec<CampaignAction>,
+}
+
+impl ApplicationHandler for EngineHook<'_> {
+    fn on_application_uplink(
+        &mut self,
+        storage: &mut Storage,
+        uplink: &ApplicationUplink<'_>,
+    ) -> Option<QueuedDownlink> {
+        let actions = match self.engine.handle_uplink(
+            storage,
+            uplink.dev_eui,
+            uplink.f_port,
+            uplink.payload,
+            uplink.received,
+        ) {
+            Ok(actions) => actions,
+            Err(error) => {
+                warn!(dev_eui = %uplink.dev_eui, "campaign engine: {error}");
+                return None;
+            }
+        };
+        let mut answer = None;
+        for action in actions {
+            match action {
+                CampaignAction::Unicast(downlink)
+                    if answer.is_none() && downlink.dev_eui == uplink.dev_eui =>
+                {
+                    answer = Some(QueuedDownlink {
+                        f_port: downlink.fport,
+                        payload: downlink.payload,
+                        confirmed: false,
+                    });
+                }
+                other => self.actions.push(other),
+            }
+        }
+        answer
+    }
+}
+
+/// The campaign side of the loop's state.
+#[derive(Default)]
+pub(super) struct CampaignRuntime {
+    /// Multicast frames handed to a scheduler: service reference → engine frame.
+    pub frames: BTreeMap<u64, MulticastFrameId>,
+    /// Next service reference for a campaign frame (high bit set, apart from the
+    /// references the layers above choose).
+    pub next_reference: u64,
+    /// The gateway that heard an uplink last: campaign frames go out from it.
+    pub last_gateway: Option<GatewayEui>,
+    /// Outcomes of campaign frames not yet told to the engine.
+    pub settled: Vec<(MulticastFrameId, MulticastOutcome)>,
+}
+
+/// Campaign frame outcomes told to the engine per turn of the loop.
+const SETTLED_PER_TURN: usize = 256;
+
+/// References of campaign frames have this bit set.
+const CAMPAIGN_REFERENCE_BIT: u64 = 1 << 63;
+
+impl<T: Transport> Service<T> {
+    /// Runs campaigns: the loop feeds `engine` uplinks, ticks and multicast outcomes.
+    pub fn with_campaigns(mut self, engine: CampaignEngine) -> Self {
+        self.campaigns = Some(engine);
+        self
+    }
+
+    /// Carries out a campaign request now (before [`Service::run`], or from a command).
+    pub fn campaign_request(&mut self, request: CampaignRequest) -> CampaignReply {
+        let now = self.clock.wall_now();
+        let Some(engine) = self.campaigns.as_mut() else {
+            return Err(CampaignError::InvalidParameter(
+                "this agent runs no campaign engine".into(),
+            ));
+        };
+        let storage = &mut self.storage;
+        let (id, actions) = match request {
+            CampaignRequest::Create(spec) => (engine.create_campaign(storage, &spec, now)?, vec![]),
+            CampaignRequest::Start(id) => (id, engine.start(storage, id, now)?),
+            CampaignRequest::Pause(id) => {
+                engine.pause(storage, id, now)?;
+                (id, vec![])
+            }
+            CampaignRequest::Resume(id) => (id, engine.resume(storage, id, now)?),
+            CampaignRequest::Cancel(id) => {
+                engine.cancel(storage, id, now)?;
+                (id, vec![])
+            }
+        };
+        if let Err(error) = self.carry_out(actions) {
+            warn!("campaign actions: {error}");
+        }
+        Ok(id)
+    }
+
+    /// The engine's tick (once a second).
+    pub(super) fn tick_campaigns(&mut self) -> Result<(), ServiceError> {
+        let now = self.clock.wall_now();
+        let Some(engine) = self.campaigns.as_mut() else {
+            return Ok(());
+        };
+        match engine.tick(&mut self.storage, now) {
+            Ok(actions) => self.carry_out(actions),
+            Err(CampaignError::Storage(error)) => Err(error.into()),
+            Err(error) => {
+                warn!("campaign engine tick: {error}");
+                Ok(())
+            }
+        }
+    }
+
+    /// What became of a multicast frame: a campaign's goes (later in this turn of the
+    /// loop, see [`Service::settle_campaign_frames`]) to the engine, anyone else's to the
+    /// layers above.
+    pub(super) fn multicast_settled(&mut self, reference: u64, outcome: MulticastOutcome) {
+        if let Some(frame) = self.campaign_runtime.frames.remove(&reference) {
+            self.campaign_runtime.settled.push((frame, outcome));
+            return;
+        }
+        self.notify(match outcome {
+            MulticastOutcome::Sent => ServiceNotification::MulticastSent { reference },
+            MulticastOutcome::GivenUp(reason) => {
+                ServiceNotification::MulticastGaveUp { reference, reason }
+            }
+        });
+    }
+
+    /// Tells the engine what became of its frames; the frames that follow go out.
+    /// Bounded per turn of the loop, so a gateway that refuses everything cannot keep
+    /// the loop here.
+    pub(super) fn settle_campaign_frames(&mut self) -> Result<(), ServiceError> {
+        for _ in 0..SETTLED_PER_TURN {
+            if self.campaign_runtime.settled.is_empty() {
+                break;
+            }
+            let (frame, outcome) = self.campaign_runtime.settled.remove(0);
+            let now = self.clock.wall_now();
+            let Some(engine) = self.campaigns.as_mut() else {
+                continue;
+            };
+            match engine.multicast_outcome(&mut self.storage, frame, outcome, now) {
+                Ok(actions) => self.carry_out(actions)?,
+                Err(CampaignError::Storage(error)) => return Err(error.into()),
+                Err(error) => warn!("campaign engine: {error}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Does what the engine asked.
+    pub(super) fn carry_out(&mut self, actions: Vec<CampaignAction>) -> Result<(), ServiceError> {
+        for action in actions {
+            match action {
+                CampaignAction::Unicast(downlink) => {
+                    // Not in an uplink's window: the device's next uplink carries it.
+                    self.server.enqueue_downlink(
+                        downlink.dev_eui,
+                        QueuedDownlink {
+                            f_port: downlink.fport,
+                            payload: downlink.payload,
+                            confirmed: false,
+                        },
+                    );
+                }
+                CampaignAction::Multicast(frame) => self.send_campaign_frame(&frame)?,
+                CampaignAction::Finished {
+                    campaign_id,
+                    results,
+                } => {
+                    info!(campaign = %campaign_id, ?results, "campaign finished");
+                    self.notify(ServiceNotification::CampaignFinished {
+                        campaign_id,
+                        results,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_campaign_frame(
+        &mut self,
+        frame: &crate::campaign::MulticastFrame,
+    ) -> Result<(), ServiceError> {
+        let mut give_up = |reason: String| -> Result<(), ServiceError> {
+            self.campaign_runtime
+                .settled
+                .push((frame.id, MulticastOutcome::GivenUp(reason)));
+            Ok(())
+        };
+        let Some(gateway) = self.campaign_runtime.last_gateway else {
+            return give_up("no gateway has been heard from yet".into());
+        };
+        let keys = MulticastGroupKeys {
+            mc_addr: frame.mc_addr.to_u32(),
+            mc_nwk_s_key: frame.mc_nwk_s_key,
+            mc_app_s_key: frame.mc_app_s_key,
+        };
+        let phy_payload =
+            match build_multicast_frame(&keys, frame.fcnt, frame.fport, &frame.payload) {
+                Ok(phy_payload) => phy_payload,
+                Err(error) => return give_up(error.to_string()),
+            };
+        let now = self.clock.now();
+        let wall = self.clock.wall_now();
+        let at = |time: WallTime| {
+            let ahead = time.unix_micros().saturating_sub(wall.unix_micros());
+            now.saturating_add_micros(u64::try_from(ahead).unwrap_or(0))
+        };
+        self.campaign_runtime.next_reference += 1;
+        let reference = CAMPAIGN_REFERENCE_BIT | self.campaign_runtime.next_reference;
+        self.campaign_runtime.frames.insert(reference, frame.id);
+        self.enqueue_multicast(MulticastFrame {
+            reference,
+            gateway,
+            phy_payload,
+            frequency_hz: frame.frequency_hz,
+            data_rate: frame.data_rate,
+            not_before: at(frame.not_before),
+            deadline: Some(at(frame.not_after)),
+        });
+        Ok(())
+    }
+}
