@@ -345,6 +345,82 @@ impl Clock for ManualClock {
     }
 }
 
+/// Tokio's clock (virtual when the runtime's time is paused) as the agent's clock: the
+/// simulator's timeline, on which the service's timers and the simulated radio agree.
+/// The system wall clock it simulates starts at `wall` and moves with tokio's time;
+/// [`VirtualClock::step_system_wall`] makes it jump like [`ManualClock`]'s.
+#[derive(Debug, Clone)]
+pub struct VirtualClock {
+    origin: tokio::time::Instant,
+    state: Arc<Mutex<VirtualState>>,
+    step_threshold_micros: u64,
+}
+
+#[derive(Debug)]
+struct VirtualState {
+    /// System wall clock minus (start wall + elapsed): the steps so far.
+    system_offset_micros: i64,
+    start_wall: WallTime,
+    anchor: Anchor,
+}
+
+impl VirtualClock {
+    /// A clock at monotonic time zero now (tokio's now) whose wall clock reads `wall`.
+    pub fn new(wall: WallTime) -> Self {
+        VirtualClock {
+            origin: tokio::time::Instant::now(),
+            state: Arc::new(Mutex::new(VirtualState {
+                system_offset_micros: 0,
+                start_wall: wall,
+                anchor: Anchor {
+                    monotonic: MonotonicTime::ZERO,
+                    wall,
+                },
+            })),
+            step_threshold_micros: DEFAULT_STEP_THRESHOLD_MICROS,
+        }
+    }
+
+    /// Makes the simulated system wall clock jump by `delta_micros`.
+    pub fn step_system_wall(&self, delta_micros: i64) {
+        let mut state = lock(&self.state);
+        state.system_offset_micros = state.system_offset_micros.saturating_add(delta_micros);
+    }
+
+    /// The tokio instant of a monotonic time.
+    pub fn instant_at(&self, time: MonotonicTime) -> tokio::time::Instant {
+        self.origin + Duration::from_micros(time.as_micros())
+    }
+
+    fn system_wall(&self, state: &VirtualState, now: MonotonicTime) -> WallTime {
+        let elapsed = i64::try_from(now.as_micros()).unwrap_or(i64::MAX);
+        state
+            .start_wall
+            .saturating_add_micros(elapsed.saturating_add(state.system_offset_micros))
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> MonotonicTime {
+        let micros = self.origin.elapsed().as_micros();
+        MonotonicTime::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    fn wall_now(&self) -> WallTime {
+        let now = self.now();
+        lock(&self.state).anchor.wall_at(now)
+    }
+
+    fn check_for_step(&self) -> Option<ClockStep> {
+        let now = self.now();
+        let mut state = lock(&self.state);
+        let system_wall = self.system_wall(&state, now);
+        state
+            .anchor
+            .observe(now, system_wall, self.step_threshold_micros)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,5 +14,6 @@ pub mod lorawan;
 pub mod network_server;
 pub mod packet_forwarder;
 pub mod service;
+pub mod simulator;
 pub mod storage;
 pub mod systemd;

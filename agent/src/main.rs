@@ -22,6 +22,7 @@ use fuota_agent::lorawan::scheduler::SchedulerConfig;
 use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
 use fuota_agent::packet_forwarder::UdpPacketForwarder;
 use fuota_agent::service::{Service, ServiceSettings};
+use fuota_agent::simulator::{self, SimulationConfig, SimulationReport};
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
 use fuota_agent::systemd::ServiceManager;
 
@@ -52,6 +53,46 @@ enum Command {
         #[arg(long, short, value_name = "PATH", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Simulate a campaign on virtual time (a planning tool and our efficiency benchmark):
+    /// the agent's own loop, simulated radio, nodes running the real node and boot code.
+    Simulate(SimulateArgs),
+    /// A full campaign on embedded defaults: 64 simulated STM32WL nodes with mixed loss,
+    /// a generated key and image, on virtual time. Exits non-zero unless every node ends
+    /// Successful, running and confirming the new version.
+    Demo {
+        /// Seed of the run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 64)]
+    devices: usize,
+    /// Packet loss per node, percent; a comma-separated list is spread over the nodes
+    /// (e.g. 1,5,10,30).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    loss: Vec<u8>,
+    /// Size of the new firmware's body, bytes.
+    #[arg(long, default_value_t = 24 * 1024)]
+    image_size: usize,
+    /// Region (EU868 only so far).
+    #[arg(long, default_value = "EU868")]
+    region: String,
+    /// Data rate of the multicast session (default: the plan's).
+    #[arg(long)]
+    dr: Option<u8>,
+    /// Seed: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds between the nodes' heartbeat uplinks.
+    #[arg(long, default_value_t = 60)]
+    heartbeat_s: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +103,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => check_config(&config),
+        Command::Simulate(args) => simulate(&args),
+        Command::Demo { seed } => demo(seed),
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
@@ -77,6 +120,162 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn simulate(args: &SimulateArgs) -> ExitCode {
+    let region = match args.region.to_ascii_uppercase().as_str() {
+        "EU868" => fuota_agent::lorawan::region::RegionName::Eu868,
+        other => {
+            eprintln!("error: --region {other}: the simulator runs EU868 only so far");
+            return ExitCode::from(2);
+        }
+    };
+    let config = SimulationConfig {
+        devices: args.devices,
+        loss_percent: args.loss.clone(),
+        image_size: args.image_size,
+        region,
+        data_rate: args.dr,
+        seed: args.seed,
+        heartbeat_s: args.heartbeat_s,
+        ..SimulationConfig::default()
+    };
+    match simulator::simulate(&config, &mut |_| {}) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report_json(&report));
+            } else {
+                print_report(&report);
+            }
+            if report.finished {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(seed: u64) -> ExitCode {
+    let config = SimulationConfig {
+        seed,
+        ..SimulationConfig::default()
+    };
+    println!(
+        "fuota-agent demo: {} simulated STM32WL nodes (loss {:?} %), a {} KiB image signed \
+         with a generated key, one multicast campaign on virtual time.",
+        config.devices,
+        config.loss_percent,
+        config.image_size / 1024
+    );
+    let mut draw = |progress: &simulator::Progress| {
+        let width = 30;
+        let filled = |count: usize| count * width / progress.nodes.max(1);
+        let bar = |count: usize| {
+            let filled = filled(count);
+            format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
+        };
+        println!(
+            "  {:>5} min  downloading {:>3} ({:>3.0} %)  complete [{}] {:>3}  updated [{}] {:>3}/{}",
+            progress.elapsed_s / 60,
+            progress.nodes_downloading,
+            progress.average_received * 100.0,
+            bar(progress.nodes_complete),
+            progress.nodes_complete,
+            bar(progress.nodes_updated),
+            progress.nodes_updated,
+            progress.nodes
+        );
+    };
+    match simulator::simulate(&config, &mut draw) {
+        Ok(report) => {
+            print_report(&report);
+            let successful = report
+                .results
+                .get(&fuota_agent::campaign::DeviceStatus::Successful)
+                .copied()
+                .unwrap_or(0);
+            if report.finished
+                && successful == report.nodes
+                && report.nodes_confirmed == report.nodes
+            {
+                println!("demo: every node is Successful and runs the new version, confirmed.");
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "demo FAILED: {successful} of {} nodes Successful, {} confirmed",
+                    report.nodes, report.nodes_confirmed
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_report(report: &SimulationReport) {
+    let hours = |seconds: f64| format!("{:.0} min ({seconds:.0} s)", seconds / 60.0);
+    println!(
+        "campaign:            {}",
+        if report.finished {
+            "finished"
+        } else {
+            "NOT finished within the time limit"
+        }
+    );
+    println!("duration (virtual):  {}", hours(report.duration_s));
+    println!(
+        "image:               {} fragments of {} bytes, multicast at DR{}",
+        report.fragments, report.fragment_size, report.data_rate
+    );
+    println!(
+        "multicast frames:    {} ({:.1} s of airtime; duty-cycle floor at {} %: {})",
+        report.multicast_frames,
+        report.multicast_airtime_s,
+        report.duty_cycle_percent,
+        hours(report.duty_cycle_floor_s)
+    );
+    println!(
+        "downlinks in all:    {} ({:.1} s of airtime); uplinks: {}",
+        report.downlinks, report.downlink_airtime_s, report.uplinks
+    );
+    let results: Vec<String> = report
+        .results
+        .iter()
+        .map(|(status, count)| format!("{status}: {count}"))
+        .collect();
+    println!("results:             {}", results.join(", "));
+    println!(
+        "nodes confirmed on the new version: {}/{}",
+        report.nodes_confirmed, report.nodes
+    );
+}
+
+fn report_json(report: &SimulationReport) -> serde_json::Value {
+    serde_json::json!({
+        "finished": report.finished,
+        "duration_s": report.duration_s,
+        "results": report.results.iter().map(|(status, count)| (status.to_string(), *count)).collect::<std::collections::BTreeMap<_, _>>(),
+        "nodes": report.nodes,
+        "nodes_confirmed": report.nodes_confirmed,
+        "fragments": report.fragments,
+        "fragment_size": report.fragment_size,
+        "data_rate": report.data_rate,
+        "multicast_frames": report.multicast_frames,
+        "multicast_airtime_s": report.multicast_airtime_s,
+        "duty_cycle_percent": report.duty_cycle_percent,
+        "duty_cycle_floor_s": report.duty_cycle_floor_s,
+        "downlinks": report.downlinks,
+        "downlink_airtime_s": report.downlink_airtime_s,
+        "uplinks": report.uplinks,
+    })
 }
 
 fn check_config(path: &Path) -> ExitCode {

@@ -144,6 +144,13 @@ impl<T: Transport> Service<T> {
         Ok(id)
     }
 
+    /// A campaign as stored (its parameters, state and progress).
+    pub fn campaign(&self, id: CampaignId) -> Result<crate::campaign::Campaign, CampaignError> {
+        self.storage
+            .campaign(id)?
+            .ok_or(CampaignError::UnknownCampaign(id))
+    }
+
     /// The engine's tick (once a second).
     pub(super) fn tick_campaigns(&mut self) -> Result<(), ServiceError> {
         let now = self.clock.wall_now();

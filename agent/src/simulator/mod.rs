@@ -1,0 +1,607 @@
+//! The deterministic simulator: the agent's own service loop, network server and
+//! campaign engine over a simulated packet forwarder ([`air`]) on virtual time
+//! ([`VirtualClock`] on tokio's paused clock), serving simulated STM32WL nodes
+//! ([`node`]) that run the real node core and bootloader on simulated flash. Same
+//! configuration and seed, same run; hours of campaign take seconds.
+//!
+//! [`simulate`] builds everything in a temporary directory (database, image cache, a
+//! signing key derived from the seed, a factory image and the target image), registers
+//! the nodes with ABP sessions, runs one campaign to its end and reports what it cost.
+
+pub mod air;
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use semtech_udp::push_data::{RxPk, RxPkV1, CRC};
+use sha2::{Digest, Sha256};
+
+use crate::campaign::{
+    CampaignEngine, CampaignSpec, DeliveryChoice, DeviceStatus, ParameterOverrides, Targets,
+};
+use crate::clock::{Clock, VirtualClock, WallTime};
+use crate::firmware::signing::{ImageSigner, ImageSpec};
+use crate::firmware::trust::{parse_public_key, TrustStore, TrustStoreEntry};
+use crate::firmware::FirmwareCache;
+use crate::identifiers::{AesKey, DevAddr, DevEui, GatewayEui, JoinEui};
+use crate::lorawan::duty_cycle::DutyCycleConfig;
+use crate::lorawan::region::{Region, RegionName, RegionOptions};
+use crate::lorawan::scheduler::SchedulerConfig;
+use crate::network_server::NetworkServerSettings;
+use crate::packet_forwarder::{GatewayEvent, Uplink};
+use crate::service::campaigns::CampaignRequest;
+use crate::service::{Service, ServiceNotification, ServiceSettings};
+use crate::storage::{Device, DeviceSession, MacVersion, Storage};
+use lorawan_fuota::image::ImageVersion;
+use node::{NodeIdentity, SimNode};
+
+/// The hardware version of the simulated nodes (TS006) and its registry name.
+pub const HARDWARE_VERSION: u32 = 0x0001_0203;
+const HARDWARE_NAME: &str = "stm32wl55-sim";
+/// Virtual start: 2026-06-01T00:00:00Z.
+const START_UNIX_S: i64 = 1_780_272_000;
+/// The simulated gateway.
+const GATEWAY: u64 = 0x0016_c001_ff10_0001;
+/// Uplink channels the nodes hop over (EU868 default channels).
+const UPLINK_CHANNELS_HZ: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimulationConfig {
+    /// Number of nodes.
+    pub devices: usize,
+    /// Packet loss of each node, percent, both directions: the list is repeated over
+    /// the nodes (one value: every node the same).
+    pub loss_percent: Vec<u8>,
+    /// Size of the new firmware's body, bytes.
+    pub image_size: usize,
+    /// The region.
+    pub region: RegionName,
+    /// Data rate of the multicast session (`None`: the plan's choice).
+    pub data_rate: Option<u8>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Seconds between a node's heartbeat uplinks (the chances the agent has to send it
+    /// a unicast request).
+    pub heartbeat_s: u64,
+    /// Give up after this much virtual time, s.
+    pub time_limit_s: u64,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        SimulationConfig {
+            devices: 64,
+            loss_percent: vec![0, 5, 10, 20, 30],
+            image_size: 24 * 1024,
+            region: RegionName::Eu868,
+            data_rate: None,
+            seed: 1,
+            heartbeat_s: 60,
+            time_limit_s: 48 * 3600,
+        }
+    }
+}
+
+/// What a simulation cost and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulationReport {
+    /// Whether the campaign finished within the time limit.
+    pub finished: bool,
+    /// Virtual time from start to the end of the campaign, s.
+    pub duration_s: f64,
+    /// Devices per result.
+    pub results: BTreeMap<DeviceStatus, usize>,
+    /// Nodes running the new version, confirmed (boot state idle), and still starting it
+    /// after one more reset.
+    pub nodes_confirmed: usize,
+    /// Nodes.
+    pub nodes: usize,
+    /// Downlinks transmitted (unicast and multicast).
+    pub downlinks: u64,
+    /// Multicast frames transmitted.
+    pub multicast_frames: u64,
+    /// Airtime of the multicast frames, s.
+    pub multicast_airtime_s: f64,
+    /// Airtime of every downlink, s.
+    pub downlink_airtime_s: f64,
+    /// The time the multicast frames need at least under the band's duty cycle, s.
+    pub duty_cycle_floor_s: f64,
+    /// The band's duty cycle, percent.
+    pub duty_cycle_percent: f64,
+    /// Fragments in the image (NbFrag) and the fragment size.
+    pub fragments: u16,
+    /// FragSize, bytes.
+    pub fragment_size: u16,
+    /// Uplinks the nodes sent (lost ones included).
+    pub uplinks: u64,
+    /// The multicast data rate.
+    pub data_rate: u8,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    /// A setting is out of range.
+    #[error("invalid simulation setting: {0}")]
+    Invalid(String),
+    /// Setting up failed (database, images, nodes).
+    #[error("setting up the simulation: {0}")]
+    Setup(String),
+    /// The agent failed while running.
+    #[error("the agent stopped: {0}")]
+    Agent(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> SimulationError {
+    move |error| SimulationError::Setup(format!("{what}: {error}"))
+}
+
+/// Progress while the simulation runs (the demo draws it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Virtual seconds since the start.
+    pub elapsed_s: u64,
+    /// Nodes with the whole image.
+    pub nodes_complete: usize,
+    /// Nodes downloading, and the fraction of the image they have on average.
+    pub nodes_downloading: usize,
+    /// Average fraction received by downloading nodes.
+    pub average_received: f64,
+    /// Nodes running the new version.
+    pub nodes_updated: usize,
+    /// Nodes.
+    pub nodes: usize,
+}
+
+/// Runs a campaign in simulation; `progress` is called about once a virtual minute.
+pub fn simulate(
+    config: &SimulationConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<SimulationReport, SimulationError> {
+    if config.devices == 0 || config.devices > 10_000 {
+        return Err(SimulationError::Invalid(format!(
+            "--devices {} (1 to 10000)",
+            config.devices
+        )));
+    }
+    if config.loss_percent.is_empty() || config.loss_percent.iter().any(|&l| l > 95) {
+        return Err(SimulationError::Invalid(
+            "--loss: percentages from 0 to 95".into(),
+        ));
+    }
+    if config.image_size == 0 || config.image_size > 90 * 1024 {
+        return Err(SimulationError::Invalid(format!(
+            "--image-size {} (1 to 92160 bytes: the node's slot)",
+            config.image_size
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(setup("tokio runtime"))?;
+    runtime.block_on(run(config, progress))
+}
+
+/// splitmix64 over the seed: the channel's and the images' randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn percent_below(&mut self, percent: u8) -> bool {
+        self.next() % 100 < u64::from(percent)
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+struct SimDevice {
+    node: SimNode,
+    loss_percent: u8,
+    next_heartbeat_ms: u64,
+    last_uplink_us: Option<u64>,
+    channel: usize,
+    uplinks: u64,
+}
+
+async fn run(
+    config: &SimulationConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<SimulationReport, SimulationError> {
+    let mut rng = Rng(config.seed);
+    let directory = tempfile::tempdir().map_err(setup("temporary directory"))?;
+    let mut storage =
+        Storage::open(&directory.path().join("agent.db")).map_err(setup("database"))?;
+    let start = WallTime::from_unix_seconds(START_UNIX_S);
+
+    // The signing key, from the seed; the trust store of the agent and the nodes.
+    let secret: [u8; 32] = Sha256::digest(config.seed.to_be_bytes()).into();
+    let key = p256::ecdsa::SigningKey::from_slice(&secret).map_err(setup("signing key"))?;
+    let signer = ImageSigner::new(key);
+    let trusted = parse_public_key(signer.public_key_der())
+        .ok_or_else(|| SimulationError::Setup("the demo key's public half".into()))?;
+    let trust = TrustStore::new(vec![TrustStoreEntry {
+        key: trusted.clone(),
+        name: "simulation key".into(),
+    }]);
+    let sign = |version: ImageVersion, body: &[u8]| {
+        let mut spec = ImageSpec::new(version);
+        spec.hardware_version = Some(HARDWARE_VERSION);
+        signer.sign_image(body, &spec).map_err(setup("signing"))
+    };
+    let factory = sign(ImageVersion::new(1, 0, 0, 0), &rng.bytes(4 * 1024))?;
+    let target = sign(ImageVersion::new(1, 1, 0, 0), &rng.bytes(config.image_size))?;
+    let cache = FirmwareCache::open(&directory.path().join("images"), trust)
+        .map_err(setup("image cache"))?;
+    let image_sha256 = cache
+        .import_mcuboot(&mut storage, &target, "app-1.1.0.bin", start)
+        .map_err(setup("importing the image"))?
+        .record()
+        .sha256
+        .clone();
+
+    // The nodes, registered with ABP sessions.
+    let mut devices = Vec::with_capacity(config.devices);
+    for n in 0..config.devices {
+        let index = n as u64 + 1;
+        let mut key = |tag: u8| {
+            let mut bytes = [tag; 16];
+            bytes[..8].copy_from_slice(&rng.next().to_be_bytes());
+            AesKey::from_bytes(bytes)
+        };
+        let identity = NodeIdentity {
+            dev_eui: DevEui::from(0x70b3_d57e_d005_0000 + index),
+            dev_addr: DevAddr::from(0x2601_0000 + index as u32),
+            nwk_s_key: key(1),
+            app_s_key: key(2),
+            gen_app_key: key(3),
+            hardware_version: HARDWARE_VERSION,
+            trusted_keys: vec![trusted.clone()],
+        };
+        let mut device = Device::new(
+            identity.dev_eui,
+            JoinEui::from(0x70b3_d57e_d005_0000),
+            MacVersion::V1_0_4,
+        );
+        device.gen_app_key = Some(identity.gen_app_key);
+        device.hardware_version = Some(HARDWARE_NAME.into());
+        let session = DeviceSession {
+            dev_eui: identity.dev_eui,
+            dev_addr: identity.dev_addr,
+            nwk_s_key: identity.nwk_s_key,
+            s_nwk_s_int_key: None,
+            nwk_s_enc_key: None,
+            app_s_key: identity.app_s_key,
+            last_f_cnt_up: None,
+        };
+        storage
+            .write(|tx| {
+                tx.insert_device(&device, start)?;
+                tx.store_session(&session, start, serde_json::json!({ "activation": "abp" }))
+            })
+            .map_err(setup("registering a node"))?;
+        let node = SimNode::new(identity, &factory, config.seed ^ index, 0)
+            .map_err(SimulationError::Setup)?;
+        devices.push(SimDevice {
+            node,
+            loss_percent: config.loss_percent[n % config.loss_percent.len()],
+            // Spread over the first heartbeat period.
+            next_heartbeat_ms: 1_000 + rng.next() % (config.heartbeat_s.max(1) * 1_000),
+            last_uplink_us: None,
+            channel: n % UPLINK_CHANNELS_HZ.len(),
+            uplinks: 0,
+        });
+    }
+
+    let engine = CampaignEngine::load(
+        &storage,
+        Region::new(config.region, RegionOptions::default()),
+        cache,
+    )
+    .map_err(setup("campaign engine"))?;
+    let clock = VirtualClock::new(start);
+    let (transport, mut air) = air::packet_forwarder(
+        clock.clone(),
+        Region::new(config.region, RegionOptions::default()),
+    );
+    let settings = ServiceSettings {
+        region: Region::new(config.region, RegionOptions::default()),
+        network_server: NetworkServerSettings::default(),
+        scheduler: SchedulerConfig::default(),
+        duty_cycle: DutyCycleConfig::default(),
+        tx_power_dbm: None,
+    };
+    let (service, _handle, mut notifications) =
+        Service::new(settings, storage, transport, Arc::new(clock.clone()))
+            .map_err(setup("service"))?;
+    let mut service = service.with_campaigns(engine);
+    let overrides = ParameterOverrides {
+        data_rate: config.data_rate,
+        ..ParameterOverrides::default()
+    };
+    let spec = CampaignSpec {
+        name: "simulation".into(),
+        image_sha256,
+        targets: Targets::HardwareVersion {
+            hardware_version: HARDWARE_NAME.into(),
+        },
+        delivery: DeliveryChoice::Multicast,
+        overrides,
+    };
+    let id = service
+        .campaign_request(CampaignRequest::Create(Box::new(spec)))
+        .map_err(|error| SimulationError::Invalid(error.to_string()))?;
+    let campaign = service
+        .campaign(id)
+        .map_err(|error| SimulationError::Agent(error.to_string()))?;
+    let parameters = campaign.parameters;
+    let target_version = campaign.target_version;
+    service
+        .campaign_request(CampaignRequest::Start(id))
+        .map_err(|error| SimulationError::Agent(error.to_string()))?;
+
+    let started = tokio::time::Instant::now();
+    let limit = Duration::from_secs(config.time_limit_s);
+    let gateway = GatewayEui::from(GATEWAY);
+    let mut results = None;
+    let mut multicast_frames = 0u64;
+    let mut multicast_airtime_us = 0u64;
+    let mut on_air: Vec<air::Transmission> = Vec::new();
+    let mut next_second = started;
+    let mut last_progress_s = 0;
+
+    let service_run = service.run(std::future::pending());
+    tokio::pin!(service_run);
+    loop {
+        let next_delivery = on_air
+            .iter()
+            .map(|t| clock.instant_at(crate::lorawan::time::MonotonicTime::from_micros(t.end_us)))
+            .min();
+        let wake = next_delivery.map_or(next_second, |at| at.min(next_second));
+        tokio::select! {
+            biased;
+            outcome = &mut service_run => {
+                return Err(SimulationError::Agent(match outcome {
+                    Ok(_) => "the service loop ended".into(),
+                    Err(error) => error.to_string(),
+                }));
+            }
+            Some(notification) = notifications.recv() => {
+                if let ServiceNotification::CampaignFinished { campaign_id, results: r } = notification {
+                    if campaign_id == id {
+                        results = Some(r);
+                        break;
+                    }
+                }
+            }
+            Some(transmission) = air.on_air.recv() => on_air.push(transmission),
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        let now_us = clock.now().as_micros();
+        let now_ms = now_us / 1_000;
+        // Frames whose transmission is over reach the nodes that hear them.
+        let mut index = 0;
+        while index < on_air.len() {
+            if on_air[index].end_us > now_us {
+                index += 1;
+                continue;
+            }
+            let frame = on_air.swap_remove(index);
+            let multicast = deliver(&frame, &mut devices, &mut rng, now_ms);
+            if multicast {
+                multicast_frames += 1;
+                multicast_airtime_us += frame.end_us - frame.start_us;
+            }
+        }
+        if tokio::time::Instant::now() >= next_second {
+            next_second += Duration::from_secs(1);
+            step_devices(
+                &mut devices,
+                &mut rng,
+                &air.to_service,
+                gateway,
+                now_ms,
+                now_us,
+                &clock,
+                config.heartbeat_s,
+            )?;
+            let elapsed_s = now_ms / 1_000;
+            if elapsed_s >= last_progress_s + 60 {
+                last_progress_s = elapsed_s;
+                progress(&progress_of(&devices, elapsed_s, target_version));
+            }
+            if started.elapsed() > limit {
+                break;
+            }
+        }
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+    let counters = air.downlinks.counters();
+    // The band of the session's frequency (an unlimited band counts as 100 %).
+    let band_percent = crate::lorawan::duty_cycle::bands::regulatory_bands(
+        config.region,
+        &RegionOptions::default(),
+    )
+    .iter()
+    .find(|band| band.contains(parameters.frequency_hz, 125_000))
+    .and_then(|band| band.duty_cycle_ppm)
+    .map_or(100.0, |ppm| f64::from(ppm) / 10_000.0);
+    let multicast_airtime_s = multicast_airtime_us as f64 / 1e6;
+    // Confirmed: the boot state is idle on the new version, and a reset (the real
+    // bootloader verifying the primary slot again) still starts it.
+    let end_ms = clock.now().as_micros() / 1_000;
+    let mut nodes_confirmed = 0;
+    for device in &mut devices {
+        let confirmed = device.node.running_version == target_version && device.node.confirmed();
+        let restarts = device.node.reset(end_ms).is_ok();
+        if confirmed && restarts && device.node.running_version == target_version {
+            nodes_confirmed += 1;
+        }
+    }
+    Ok(SimulationReport {
+        finished: results.is_some(),
+        duration_s,
+        results: results.unwrap_or_default(),
+        nodes_confirmed,
+        nodes: devices.len(),
+        downlinks: counters.transmissions,
+        multicast_frames,
+        multicast_airtime_s,
+        downlink_airtime_s: counters.airtime_us as f64 / 1e6,
+        duty_cycle_floor_s: multicast_airtime_s * 100.0 / band_percent,
+        duty_cycle_percent: band_percent,
+        fragments: parameters.fragments,
+        fragment_size: parameters.fragment_size,
+        uplinks: devices.iter().map(|d| d.uplinks).sum(),
+        data_rate: parameters.data_rate,
+    })
+}
+
+/// Gives a finished transmission to the nodes that hear it; returns whether it was a
+/// multicast (Class C) frame.
+fn deliver(
+    frame: &air::Transmission,
+    devices: &mut [SimDevice],
+    rng: &mut Rng,
+    now_ms: u64,
+) -> bool {
+    let mut multicast = false;
+    for device in devices.iter_mut() {
+        let listening = device.node.class_c == Some((frame.frequency_hz, frame.data_rate));
+        // Class A: RX1 1 s or RX2 2 s after the node's last uplink.
+        let in_rx_window = device.last_uplink_us.is_some_and(|up| {
+            let after = frame.start_us.saturating_sub(up);
+            (900_000..=1_100_000).contains(&after) || (1_900_000..=2_100_000).contains(&after)
+        });
+        if !listening && !in_rx_window {
+            continue;
+        }
+        if rng.percent_below(device.loss_percent) {
+            continue;
+        }
+        if in_rx_window
+            && device
+                .node
+                .receive_unicast(now_ms, &frame.phy_payload)
+                .is_some()
+        {
+            continue;
+        }
+        if listening && device.node.receive_multicast(now_ms, &frame.phy_payload) {
+            multicast = true;
+        }
+    }
+    // A multicast frame counts even when no node kept it.
+    multicast || frame.immediately
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_devices(
+    devices: &mut [SimDevice],
+    rng: &mut Rng,
+    to_service: &tokio::sync::mpsc::UnboundedSender<GatewayEvent>,
+    gateway: GatewayEui,
+    now_ms: u64,
+    now_us: u64,
+    clock: &VirtualClock,
+    heartbeat_s: u64,
+) -> Result<(), SimulationError> {
+    for device in devices.iter_mut() {
+        device
+            .node
+            .run_actions(now_ms)
+            .map_err(|error| SimulationError::Agent(format!("a node: {error}")))?;
+        // Half-duplex: a node listening in Class C still sends its answers.
+        let uplink = match device.node.poll_uplink(now_ms) {
+            Some(uplink) => Some(uplink),
+            None if now_ms >= device.next_heartbeat_ms => {
+                device.next_heartbeat_ms = now_ms + heartbeat_s.max(1) * 1_000;
+                Some((2, vec![0x01]))
+            }
+            None => None,
+        };
+        let Some((f_port, payload)) = uplink else {
+            continue;
+        };
+        let frame = device
+            .node
+            .build_uplink(f_port, &payload)
+            .map_err(SimulationError::Agent)?;
+        device.uplinks += 1;
+        device.last_uplink_us = Some(now_us);
+        device.channel = (device.channel + 1) % UPLINK_CHANNELS_HZ.len();
+        if rng.percent_below(device.loss_percent) {
+            continue;
+        }
+        let rxpk = RxPk::V1(RxPkV1 {
+            chan: device.channel as u64,
+            codr: Some(semtech_udp::CodingRate::_4_5),
+            size: frame.len() as u64,
+            data: frame,
+            datr: "SF7BW125"
+                .parse()
+                .map_err(|_| SimulationError::Agent("data rate".into()))?,
+            freq: f64::from(UPLINK_CHANNELS_HZ[device.channel]) / 1e6,
+            lsnr: 7.0,
+            modu: semtech_udp::Modulation::LORA,
+            rfch: 0,
+            rssi: -90,
+            rssis: None,
+            stat: CRC::OK,
+            tmst: now_us as u32,
+            time: None,
+        });
+        let _ = to_service.send(GatewayEvent::Uplink(Box::new(Uplink {
+            gateway,
+            rxpk,
+            gps_time_ms: None,
+            received_at: clock.now(),
+        })));
+    }
+    Ok(())
+}
+
+fn progress_of(devices: &[SimDevice], elapsed_s: u64, target_version: u32) -> Progress {
+    let mut downloading = 0;
+    let mut received = 0.0;
+    let mut complete = 0;
+    for device in devices {
+        match device.node.download_progress() {
+            Some((missing, total)) if total > 0 => {
+                downloading += 1;
+                received += 1.0 - f64::from(missing) / f64::from(total);
+            }
+            _ => {}
+        }
+        if device.node.multicast_received > 0 && device.node.download_progress().is_none() {
+            complete += 1;
+        }
+    }
+    Progress {
+        elapsed_s,
+        nodes_complete: complete,
+        nodes_downloading: downloading,
+        average_received: if downloading > 0 {
+            received / downloading as f64
+        } else {
+            0.0
+        },
+        nodes_updated: devices
+            .iter()
+            .filter(|d| d.node.running_version == target_version)
+            .count(),
+        nodes: devices.len(),
+    }
+}
