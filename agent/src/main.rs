@@ -123,6 +123,15 @@ fn main() -> ExitCode {
 }
 
 fn simulate(args: &SimulateArgs) -> ExitCode {
+    // The agent's own logs, on request (RUST_LOG=debug shows every decision).
+    if let Ok(directives) = std::env::var("RUST_LOG") {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&directives) {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    }
     let region = match args.region.to_ascii_uppercase().as_str() {
         "EU868" => fuota_agent::lorawan::region::RegionName::Eu868,
         other => {
@@ -172,7 +181,20 @@ fn demo(seed: u64) -> ExitCode {
         config.loss_percent,
         config.image_size / 1024
     );
+    let mut last_drawn: Option<(usize, usize, u64)> = None;
     let mut draw = |progress: &simulator::Progress| {
+        // A line when a count changes, or every half hour of virtual time.
+        let key = (
+            progress.nodes_complete,
+            progress.nodes_updated,
+            progress.elapsed_s,
+        );
+        if let Some((complete, updated, at)) = last_drawn {
+            if complete == key.0 && updated == key.1 && progress.elapsed_s < at + 1_800 {
+                return;
+            }
+        }
+        last_drawn = Some(key);
         let width = 30;
         let filled = |count: usize| count * width / progress.nodes.max(1);
         let bar = |count: usize| {
@@ -252,6 +274,21 @@ fn print_report(report: &SimulationReport) {
         .map(|(status, count)| format!("{status}: {count}"))
         .collect();
     println!("results:             {}", results.join(", "));
+    for device in &report.unsuccessful {
+        println!(
+            "  {} {} in step {} (loss {} %, missing {:?}){}",
+            device.dev_eui,
+            device.status,
+            device.step,
+            device.loss_percent,
+            device.missing,
+            device
+                .last_error
+                .as_deref()
+                .map(|error| format!(": {error}"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "nodes confirmed on the new version: {}/{}",
         report.nodes_confirmed, report.nodes

@@ -108,6 +108,12 @@ impl SimDownlinks {
             air.counters.collisions += 1;
             return TxAckOutcome::Rejected(TxAckError::CollisionPacket);
         }
+        if trace_air() {
+            eprintln!(
+                "air {now_us}: tx {start_us}..{end_us} {frequency_hz} DR{data_rate} {} B",
+                phy_payload.len()
+            );
+        }
         air.busy.push((start_us, end_us));
         air.counters.transmissions += 1;
         air.counters.airtime_us += radio.time_on_air_us;
@@ -203,4 +209,10 @@ pub fn data_rate_index(region: &Region, spreading_factor: u8, bandwidth_hz: u32)
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `FUOTA_SIM_TRACE_AIR` is set (every transmission goes to stderr).
+fn trace_air() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUOTA_SIM_TRACE_AIR").is_some())
 }

@@ -7,6 +7,9 @@
 //! [`simulate`] builds everything in a temporary directory (database, image cache, a
 //! signing key derived from the seed, a factory image and the target image), registers
 //! the nodes with ABP sessions, runs one campaign to its end and reports what it cost.
+//!
+//! Debugging a run: `FUOTA_SIM_TRACE=<DevEUI>` prints that node's uplinks and downlinks,
+//! `FUOTA_SIM_TRACE_AIR=1` every transmission, `RUST_LOG=debug` the agent's decisions.
 
 pub mod air;
 pub mod node;
@@ -27,7 +30,7 @@ use crate::firmware::trust::{parse_public_key, TrustStore, TrustStoreEntry};
 use crate::firmware::FirmwareCache;
 use crate::identifiers::{AesKey, DevAddr, DevEui, GatewayEui, JoinEui};
 use crate::lorawan::duty_cycle::DutyCycleConfig;
-use crate::lorawan::region::{Region, RegionName, RegionOptions};
+use crate::lorawan::region::{Region, RegionName, RegionOptions, RxWindow};
 use crate::lorawan::scheduler::SchedulerConfig;
 use crate::network_server::NetworkServerSettings;
 use crate::packet_forwarder::{GatewayEvent, Uplink};
@@ -42,6 +45,8 @@ pub const HARDWARE_VERSION: u32 = 0x0001_0203;
 const HARDWARE_NAME: &str = "stm32wl55-sim";
 /// Virtual start: 2026-06-01T00:00:00Z.
 const START_UNIX_S: i64 = 1_780_272_000;
+/// RX2 data rate of the simulated network (EU868 DR3, SF9).
+const SIMULATED_RX2_DATA_RATE: u8 = 3;
 /// The simulated gateway.
 const GATEWAY: u64 = 0x0016_c001_ff10_0001;
 /// Uplink channels the nodes hop over (EU868 default channels).
@@ -119,6 +124,26 @@ pub struct SimulationReport {
     pub uplinks: u64,
     /// The multicast data rate.
     pub data_rate: u8,
+    /// Devices that did not end Successful: DevEUI, result, the step they were in, the
+    /// last error, and their loss.
+    pub unsuccessful: Vec<UnsuccessfulDevice>,
+}
+
+/// A device that did not end Successful, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsuccessfulDevice {
+    /// The device.
+    pub dev_eui: DevEui,
+    /// Its result.
+    pub status: DeviceStatus,
+    /// The step it ended in.
+    pub step: String,
+    /// Its last error, if any.
+    pub last_error: Option<String>,
+    /// Missing fragments it last reported.
+    pub missing: Option<u32>,
+    /// Its simulated loss, percent.
+    pub loss_percent: u8,
 }
 
 /// Why a simulation could not run.
@@ -207,8 +232,18 @@ impl Rng {
     }
 }
 
+/// After an uplink, RX1 (1 s) and RX2 (2 s) are over by this time, µs.
+const RX_WINDOWS_CLOSED_US: u64 = 2_200_000;
+
+/// Each node is stepped once a second, in its own slot of the second (its uplinks do
+/// not all start at the same microsecond, as real nodes' do not).
+const SLOTS_PER_SECOND: u64 = 20;
+const SLOT: Duration = Duration::from_millis(1_000 / SLOTS_PER_SECOND);
+
 struct SimDevice {
     node: SimNode,
+    /// Its slot in each second.
+    phase: u64,
     loss_percent: u8,
     next_heartbeat_ms: u64,
     last_uplink_us: Option<u64>,
@@ -296,6 +331,7 @@ async fn run(
             .map_err(SimulationError::Setup)?;
         devices.push(SimDevice {
             node,
+            phase: rng.next() % SLOTS_PER_SECOND,
             loss_percent: config.loss_percent[n % config.loss_percent.len()],
             // Spread over the first heartbeat period.
             next_heartbeat_ms: 1_000 + rng.next() % (config.heartbeat_s.max(1) * 1_000),
@@ -318,7 +354,16 @@ async fn run(
     );
     let settings = ServiceSettings {
         region: Region::new(config.region, RegionOptions::default()),
-        network_server: NetworkServerSettings::default(),
+        // The nodes are provisioned with RX2 at SF9 (DR3) on 869.525 MHz, as large
+        // networks do: at the default SF12, every RX2 answer holds the transmitter for
+        // 1.3 s and blocks the next node's RX1, and a busy cell never gets out of RX2.
+        network_server: NetworkServerSettings {
+            rx2: Some(RxWindow {
+                frequency_hz: 869_525_000,
+                data_rate: SIMULATED_RX2_DATA_RATE,
+            }),
+            ..NetworkServerSettings::default()
+        },
         scheduler: SchedulerConfig::default(),
         duty_cycle: DutyCycleConfig::default(),
         tx_power_dbm: None,
@@ -359,7 +404,8 @@ async fn run(
     let mut multicast_frames = 0u64;
     let mut multicast_airtime_us = 0u64;
     let mut on_air: Vec<air::Transmission> = Vec::new();
-    let mut next_second = started;
+    let mut next_slot = started;
+    let mut slot: u64 = 0;
     let mut last_progress_s = 0;
 
     let service_run = service.run(std::future::pending());
@@ -369,7 +415,7 @@ async fn run(
             .iter()
             .map(|t| clock.instant_at(crate::lorawan::time::MonotonicTime::from_micros(t.end_us)))
             .min();
-        let wake = next_delivery.map_or(next_second, |at| at.min(next_second));
+        let wake = next_delivery.map_or(next_slot, |at| at.min(next_slot));
         tokio::select! {
             biased;
             outcome = &mut service_run => {
@@ -405,10 +451,12 @@ async fn run(
                 multicast_airtime_us += frame.end_us - frame.start_us;
             }
         }
-        if tokio::time::Instant::now() >= next_second {
-            next_second += Duration::from_secs(1);
+        if tokio::time::Instant::now() >= next_slot {
+            next_slot += SLOT;
+            slot += 1;
+            let phase = slot % SLOTS_PER_SECOND;
             step_devices(
-                &mut devices,
+                devices.iter_mut().filter(|device| device.phase == phase),
                 &mut rng,
                 &air.to_service,
                 gateway,
@@ -418,7 +466,7 @@ async fn run(
                 config.heartbeat_s,
             )?;
             let elapsed_s = now_ms / 1_000;
-            if elapsed_s >= last_progress_s + 60 {
+            if phase == 0 && elapsed_s >= last_progress_s + 60 {
                 last_progress_s = elapsed_s;
                 progress(&progress_of(&devices, elapsed_s, target_version));
             }
@@ -428,6 +476,27 @@ async fn run(
         }
     }
     let duration_s = started.elapsed().as_secs_f64();
+    // The service holds the database; a second connection reads the results (WAL).
+    let reader =
+        Storage::open(&directory.path().join("agent.db")).map_err(setup("reading results"))?;
+    let rows = reader
+        .campaign_devices(id)
+        .map_err(|error| SimulationError::Agent(error.to_string()))?;
+    let unsuccessful = rows
+        .iter()
+        .filter(|row| row.status != DeviceStatus::Successful)
+        .map(|row| UnsuccessfulDevice {
+            dev_eui: row.dev_eui,
+            status: row.status,
+            step: format!("{:?}", row.step),
+            last_error: row.last_error.clone(),
+            missing: row.missing,
+            loss_percent: devices
+                .iter()
+                .find(|d| d.node.identity.dev_eui == row.dev_eui)
+                .map_or(0, |d| d.loss_percent),
+        })
+        .collect();
     let counters = air.downlinks.counters();
     // The band of the session's frequency (an unlimited band counts as 100 %).
     let band_percent = crate::lorawan::duty_cycle::bands::regulatory_bands(
@@ -466,6 +535,7 @@ async fn run(
         fragment_size: parameters.fragment_size,
         uplinks: devices.iter().map(|d| d.uplinks).sum(),
         data_rate: parameters.data_rate,
+        unsuccessful,
     })
 }
 
@@ -508,8 +578,8 @@ fn deliver(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn step_devices(
-    devices: &mut [SimDevice],
+fn step_devices<'d>(
+    devices: impl Iterator<Item = &'d mut SimDevice>,
     rng: &mut Rng,
     to_service: &tokio::sync::mpsc::UnboundedSender<GatewayEvent>,
     gateway: GatewayEui,
@@ -518,16 +588,27 @@ fn step_devices(
     clock: &VirtualClock,
     heartbeat_s: u64,
 ) -> Result<(), SimulationError> {
-    for device in devices.iter_mut() {
+    for device in devices {
         device
             .node
             .run_actions(now_ms)
             .map_err(|error| SimulationError::Agent(format!("a node: {error}")))?;
-        // Half-duplex: a node listening in Class C still sends its answers.
+        // Class A: no uplink before the last one's RX2 has closed.
+        if device
+            .last_uplink_us
+            .is_some_and(|up| now_us < up + RX_WINDOWS_CLOSED_US)
+        {
+            continue;
+        }
+        // A node listening in Class C still sends its answers.
         let uplink = match device.node.poll_uplink(now_ms) {
             Some(uplink) => Some(uplink),
             None if now_ms >= device.next_heartbeat_ms => {
-                device.next_heartbeat_ms = now_ms + heartbeat_s.max(1) * 1_000;
+                // Real nodes drift: ±20 % jitter, so two nodes that once collided do
+                // not collide forever.
+                let period_ms = heartbeat_s.max(1) * 1_000;
+                let jitter = rng.next() % (period_ms * 2 / 5 + 1);
+                device.next_heartbeat_ms = now_ms + period_ms * 4 / 5 + jitter;
                 Some((2, vec![0x01]))
             }
             None => None,
@@ -535,12 +616,20 @@ fn step_devices(
         let Some((f_port, payload)) = uplink else {
             continue;
         };
+        if trace(device) {
+            eprintln!(
+                "{now_ms} {} up {f_port} {payload:02x?}",
+                device.node.identity.dev_eui
+            );
+        }
         let frame = device
             .node
             .build_uplink(f_port, &payload)
             .map_err(SimulationError::Agent)?;
         device.uplinks += 1;
         device.last_uplink_us = Some(now_us);
+        // Its next uplinks fall in another slot of the second.
+        device.phase = rng.next() % SLOTS_PER_SECOND;
         device.channel = (device.channel + 1) % UPLINK_CHANNELS_HZ.len();
         if rng.percent_below(device.loss_percent) {
             continue;
@@ -604,4 +693,13 @@ fn progress_of(devices: &[SimDevice], elapsed_s: u64, target_version: u32) -> Pr
             .count(),
         nodes: devices.len(),
     }
+}
+
+/// Whether `FUOTA_SIM_TRACE` names this node (its uplinks and downlinks go to stderr).
+fn trace(device: &SimDevice) -> bool {
+    static TRACED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TRACED
+        .get_or_init(|| std::env::var("FUOTA_SIM_TRACE").ok())
+        .as_deref()
+        .is_some_and(|eui| eui.eq_ignore_ascii_case(&device.node.identity.dev_eui.to_string()))
 }

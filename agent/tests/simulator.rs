@@ -1,0 +1,98 @@
+//! Whole campaigns in the deterministic simulator: the agent's service loop, network
+//! server and campaign engine over the simulated packet forwarder, nodes running the
+//! real node core and bootloader on simulated flash.
+
+use std::process::Command;
+
+use fuota_agent::campaign::DeviceStatus;
+use fuota_agent::simulator::{simulate, SimulationConfig, SimulationError};
+
+fn small(devices: usize, loss_percent: Vec<u8>, seed: u64) -> SimulationConfig {
+    SimulationConfig {
+        devices,
+        loss_percent,
+        image_size: 3 * 1024,
+        seed,
+        ..SimulationConfig::default()
+    }
+}
+
+#[test]
+fn every_node_is_updated_and_confirmed_across_loss_rates() {
+    let report = simulate(&small(6, vec![0, 10, 30], 3), &mut |_| {}).unwrap();
+    assert!(report.finished, "{report:?}");
+    assert_eq!(
+        report.results.get(&DeviceStatus::Successful),
+        Some(&6),
+        "{report:?}"
+    );
+    // Every node runs the new image, confirmed, and the bootloader starts it again.
+    assert_eq!(report.nodes_confirmed, 6);
+    assert!(report.unsuccessful.is_empty());
+    // The multicast frames respected the band's duty cycle: the campaign took at least
+    // the floor their airtime imposes.
+    assert!(report.multicast_frames >= u64::from(report.fragments));
+    assert!(
+        report.duration_s >= report.duty_cycle_floor_s,
+        "{} s < floor {} s",
+        report.duration_s,
+        report.duty_cycle_floor_s
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let config = small(4, vec![5, 20], 11);
+    let first = simulate(&config, &mut |_| {}).unwrap();
+    let second = simulate(&config, &mut |_| {}).unwrap();
+    assert_eq!(first, second);
+    let other = simulate(&small(4, vec![5, 20], 12), &mut |_| {}).unwrap();
+    assert_ne!(
+        (first.uplinks, first.duration_s),
+        (other.uplinks, other.duration_s),
+        "another seed, another run"
+    );
+}
+
+#[test]
+fn impossible_settings_are_refused_with_the_reason() {
+    let error = simulate(&small(0, vec![10], 1), &mut |_| {}).unwrap_err();
+    assert!(matches!(error, SimulationError::Invalid(_)));
+    assert!(error.to_string().contains("--devices 0"), "{error}");
+    let error = simulate(&small(2, vec![99], 1), &mut |_| {}).unwrap_err();
+    assert!(error.to_string().contains("--loss"), "{error}");
+    let mut too_big = small(2, vec![10], 1);
+    too_big.image_size = 200 * 1024;
+    let error = simulate(&too_big, &mut |_| {}).unwrap_err();
+    assert!(error.to_string().contains("--image-size"), "{error}");
+}
+
+#[test]
+fn simulate_prints_the_report_as_json() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fuota-agent"))
+        .args([
+            "simulate",
+            "--devices",
+            "2",
+            "--loss",
+            "0",
+            "--image-size",
+            "2048",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["finished"], true);
+    assert_eq!(report["results"]["successful"], 2);
+    assert_eq!(report["nodes_confirmed"], 2);
+    assert!(report["multicast_airtime_s"].as_f64().unwrap() > 0.0);
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_fuota-agent"))
+        .args(["simulate", "--region", "AS923"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("EU868 only"));
+}
