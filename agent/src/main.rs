@@ -84,6 +84,9 @@ struct SimulateArgs {
     /// Data rate of the multicast session (default: the plan's).
     #[arg(long)]
     dr: Option<u8>,
+    /// Fixed first-pass redundancy, percent of the fragments (default: adaptive).
+    #[arg(long, value_name = "PERCENT")]
+    redundancy: Option<u16>,
     /// Seed: the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -145,6 +148,7 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         image_size: args.image_size,
         region,
         data_rate: args.dr,
+        fixed_redundancy_percent: args.redundancy,
         seed: args.seed,
         heartbeat_s: args.heartbeat_s,
         ..SimulationConfig::default()

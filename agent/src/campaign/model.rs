@@ -102,7 +102,7 @@ pub struct ParameterOverrides {
     pub fixed_redundancy_percent: Option<u16>,
     /// Loss the first pass and repair rounds are sized for, percent (default 10).
     pub expected_loss_percent: Option<u8>,
-    /// Retries of each unicast request (default 5).
+    /// Retries of each unicast request (default 15).
     pub max_retries: Option<u32>,
     /// A device that answers nothing for this long while a request waits ends
     /// `Timeout` (default 2 h).

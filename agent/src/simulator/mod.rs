@@ -66,6 +66,8 @@ pub struct SimulationConfig {
     pub region: RegionName,
     /// Data rate of the multicast session (`None`: the plan's choice).
     pub data_rate: Option<u8>,
+    /// First-pass redundancy fixed at this percentage (`None`: adaptive, the default).
+    pub fixed_redundancy_percent: Option<u16>,
     /// Seed of every random choice.
     pub seed: u64,
     /// Seconds between a node's heartbeat uplinks (the chances the agent has to send it
@@ -83,6 +85,7 @@ impl Default for SimulationConfig {
             image_size: 24 * 1024,
             region: RegionName::Eu868,
             data_rate: None,
+            fixed_redundancy_percent: None,
             seed: 1,
             heartbeat_s: 60,
             time_limit_s: 48 * 3600,
@@ -374,6 +377,7 @@ async fn run(
     let mut service = service.with_campaigns(engine);
     let overrides = ParameterOverrides {
         data_rate: config.data_rate,
+        fixed_redundancy_percent: config.fixed_redundancy_percent,
         ..ParameterOverrides::default()
     };
     let spec = CampaignSpec {
@@ -573,8 +577,18 @@ fn deliver(
             multicast = true;
         }
     }
-    // A multicast frame counts even when no node kept it.
-    multicast || frame.immediately
+    // A frame for no node's own DevAddr is a group's (counted even when no node kept
+    // it: those that completed the block ignore the rest).
+    let address = frame
+        .phy_payload
+        .get(1..5)
+        .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+    multicast
+        || address.is_some_and(|address| {
+            !devices
+                .iter()
+                .any(|device| device.node.identity.dev_addr.to_u32() == address)
+        })
 }
 
 #[allow(clippy::too_many_arguments)]
