@@ -188,6 +188,28 @@ impl ApplicationHandler for Answering {
     }
 }
 
+/// The FPort and decrypted payload of the ABP device's answer.
+fn answer_payload(outcome: UplinkOutcome) -> (u8, Vec<u8>) {
+    let UplinkOutcome::Data {
+        answer: Some(answer),
+        ..
+    } = outcome
+    else {
+        panic!("no answer: {outcome:?}");
+    };
+    let f_cnt_down = answer.f_cnt_down.unwrap();
+    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(answer.phy_payload) else {
+        panic!("no answer frame");
+    };
+    let decrypted = frame
+        .decrypt(Some(&AES128([1; 16])), Some(&AES128([2; 16])), f_cnt_down)
+        .unwrap();
+    let FRMPayload::Data(data) = decrypted.frm_payload() else {
+        panic!("no payload");
+    };
+    (decrypted.f_port().unwrap(), data.to_vec())
+}
+
 #[test]
 fn the_layer_above_answers_an_uplink_in_its_own_receive_window() {
     let (_directory, mut storage, mut server, dev_eui) = abp_device();
@@ -210,25 +232,7 @@ fn the_layer_above_answers_an_uplink_in_its_own_receive_window() {
         application.seen,
         vec![(dev_eui, 201, b"status".to_vec(), 1)]
     );
-    let UplinkOutcome::Data {
-        answer: Some(answer),
-        ..
-    } = outcome
-    else {
-        panic!("{outcome:?}");
-    };
-    let f_cnt_down = answer.f_cnt_down.unwrap();
-    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(answer.phy_payload) else {
-        panic!("no answer frame");
-    };
-    let decrypted = frame
-        .decrypt(Some(&AES128([1; 16])), Some(&AES128([2; 16])), f_cnt_down)
-        .unwrap();
-    assert_eq!(decrypted.f_port(), Some(201));
-    let FRMPayload::Data(data) = decrypted.frm_payload() else {
-        panic!("no payload");
-    };
-    assert_eq!(data, b"next request");
+    assert_eq!(answer_payload(outcome), (201, b"next request".to_vec()));
 
     // Another port: the handler sees it, answers nothing, and the older payload goes.
     let frame = abp_uplink(false, 2, 3, b"heartbeat");
@@ -236,21 +240,7 @@ fn the_layer_above_answers_an_uplink_in_its_own_receive_window() {
         .handle_uplink_with(&mut storage, &frame, &radio_at(20), &mut application)
         .unwrap();
     assert_eq!(application.seen.len(), 2);
-    let UplinkOutcome::Data {
-        answer: Some(answer),
-        ..
-    } = outcome
-    else {
-        panic!("{outcome:?}");
-    };
-    let f_cnt_down = answer.f_cnt_down.unwrap();
-    let Ok(PhyPayload::Data(DataPayload::Encrypted(frame))) = parse(answer.phy_payload) else {
-        panic!("no answer frame");
-    };
-    let decrypted = frame
-        .decrypt(Some(&AES128([1; 16])), Some(&AES128([2; 16])), f_cnt_down)
-        .unwrap();
-    assert_eq!(decrypted.f_port(), Some(5));
+    assert_eq!(answer_payload(outcome), (5, b"older".to_vec()));
 
     // MAC-only uplinks (FPort absent) never reach the layer above.
     let mut creator = DataPayloadCreator::new();
