@@ -93,9 +93,26 @@ struct SimulateArgs {
     /// Seconds between the nodes' heartbeat uplinks.
     #[arg(long, default_value_t = 60)]
     heartbeat_s: u64,
+    /// Step the gateway's system clock: AT_S:DELTA_S (e.g. 1800:3600, an hour forward
+    /// half an hour in).
+    #[arg(long, value_name = "AT_S:DELTA_S", value_parser = parse_clock_step)]
+    clock_step: Option<(u64, i64)>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_clock_step(text: &str) -> Result<(u64, i64), String> {
+    let (at, delta) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected AT_S:DELTA_S, e.g. 1800:3600"))?;
+    let at = at
+        .parse()
+        .map_err(|_| format!("{at:?}: seconds into the run, e.g. 1800"))?;
+    let delta = delta
+        .parse()
+        .map_err(|_| format!("{delta:?}: seconds, negative for backwards, e.g. -3600"))?;
+    Ok((at, delta))
 }
 
 fn main() -> ExitCode {
@@ -149,6 +166,7 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         region,
         data_rate: args.dr,
         fixed_redundancy_percent: args.redundancy,
+        clock_step: args.clock_step,
         seed: args.seed,
         heartbeat_s: args.heartbeat_s,
         ..SimulationConfig::default()
@@ -316,6 +334,7 @@ fn report_json(report: &SimulationReport) -> serde_json::Value {
         "downlinks": report.downlinks,
         "downlink_airtime_s": report.downlink_airtime_s,
         "uplinks": report.uplinks,
+        "clock_steps": report.clock_steps,
     })
 }
 

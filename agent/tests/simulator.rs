@@ -41,6 +41,29 @@ fn every_node_is_updated_and_confirmed_across_loss_rates() {
 }
 
 #[test]
+fn a_clock_step_mid_campaign_does_not_move_the_sessions() {
+    // NTP corrects the gateway's clock by an hour, forwards or backwards, during the
+    // setup and during the Class C session: the campaign runs as without the step.
+    let mut config = small(6, vec![5], 21);
+    config.data_rate = Some(3);
+    let undisturbed = simulate(&config, &mut |_| {}).unwrap();
+    assert_eq!(undisturbed.clock_steps, 0);
+    for step in [(300, 3_600), (300, -3_600), (900, 3_600), (900, -600)] {
+        config.clock_step = Some(step);
+        let report = simulate(&config, &mut |_| {}).unwrap();
+        assert_eq!(report.clock_steps, 1, "the step {step:?} was noticed");
+        assert!(report.finished, "{step:?}: {report:?}");
+        assert_eq!(
+            report.results.get(&DeviceStatus::Successful),
+            Some(&6),
+            "{step:?}: {:?}",
+            report.unsuccessful
+        );
+        assert_eq!(report.nodes_confirmed, 6);
+    }
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let config = small(4, vec![5, 20], 11);
     let first = simulate(&config, &mut |_| {}).unwrap();

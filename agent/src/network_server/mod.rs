@@ -252,6 +252,8 @@ pub struct ApplicationUplink<'a> {
     pub f_cnt: u32,
     /// When it was received (the agent's wall time).
     pub received: WallTime,
+    /// When it was received, on the monotonic timeline.
+    pub received_at: MonotonicTime,
 }
 
 /// The handler of a network server nobody stands above: nothing is answered.

@@ -167,6 +167,7 @@ pub(super) fn handle_data_uplink(
             payload: &payload,
             f_cnt,
             received: radio.received_wall,
+            received_at: radio.received_at,
         };
         if let Some(downlink) = application.on_application_uplink(storage, &uplink) {
             server.requeue_front(dev_eui, downlink);

@@ -19,6 +19,7 @@ use crate::campaign::{
 };
 use crate::clock::WallTime;
 use crate::identifiers::GatewayEui;
+use crate::lorawan::time::MonotonicTime;
 use crate::network_server::multicast::{build_multicast_frame, MulticastGroupKeys};
 use crate::network_server::{ApplicationHandler, ApplicationUplink, QueuedDownlink};
 use crate::packet_forwarder::Transport;
@@ -49,6 +50,7 @@ pub type CampaignReply = Result<CampaignId, CampaignError>;
 pub(super) struct EngineHook<'a> {
     pub engine: &'a mut CampaignEngine,
     pub actions: Vec<CampaignAction>,
+    pub timeline: CampaignTimeline,
 }
 
 impl ApplicationHandler for EngineHook<'_> {
@@ -62,7 +64,7 @@ impl ApplicationHandler for EngineHook<'_> {
             uplink.dev_eui,
             uplink.f_port,
             uplink.payload,
-            uplink.received,
+            self.timeline.at(uplink.received_at),
         ) {
             Ok(actions) => actions,
             Err(error) => {
@@ -106,10 +108,34 @@ pub(super) struct CampaignRuntime {
 /// Campaign frame outcomes told to the engine per turn of the loop.
 const SETTLED_PER_TURN: usize = 256;
 
+/// The campaigns' timeline: the agent's wall time when the loop started, carried on by
+/// the monotonic clock, and never stepped. A campaign's devices are synchronised to it
+/// (TS003) and its Class C sessions are set on it, so a step of the system clock (NTP
+/// correcting an offline gateway when the backhaul returns) does not move a session the
+/// devices already wait for. Steps are recorded as events by the loop.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CampaignTimeline {
+    pub wall: WallTime,
+    pub monotonic: MonotonicTime,
+}
+
+impl CampaignTimeline {
+    /// The timeline's time at `at`.
+    pub fn at(&self, at: MonotonicTime) -> WallTime {
+        let elapsed = i64::try_from(at.micros_since(self.monotonic)).unwrap_or(i64::MAX);
+        self.wall.saturating_add_micros(elapsed)
+    }
+}
+
 /// References of campaign frames have this bit set.
 const CAMPAIGN_REFERENCE_BIT: u64 = 1 << 63;
 
 impl<T: Transport> Service<T> {
+    /// Now, on the campaigns' timeline.
+    pub(super) fn campaign_now(&self) -> WallTime {
+        self.campaign_timeline.at(self.clock.now())
+    }
+
     /// Runs campaigns: the loop feeds `engine` uplinks, ticks and multicast outcomes.
     pub fn with_campaigns(mut self, engine: CampaignEngine) -> Self {
         self.campaigns = Some(engine);
@@ -118,7 +144,7 @@ impl<T: Transport> Service<T> {
 
     /// Carries out a campaign request now (before [`Service::run`], or from a command).
     pub fn campaign_request(&mut self, request: CampaignRequest) -> CampaignReply {
-        let now = self.clock.wall_now();
+        let now = self.campaign_now();
         let Some(engine) = self.campaigns.as_mut() else {
             return Err(CampaignError::InvalidParameter(
                 "this agent runs no campaign engine".into(),
@@ -153,7 +179,7 @@ impl<T: Transport> Service<T> {
 
     /// The engine's tick (once a second).
     pub(super) fn tick_campaigns(&mut self) -> Result<(), ServiceError> {
-        let now = self.clock.wall_now();
+        let now = self.campaign_now();
         let Some(engine) = self.campaigns.as_mut() else {
             return Ok(());
         };
@@ -192,7 +218,7 @@ impl<T: Transport> Service<T> {
                 break;
             }
             let (frame, outcome) = self.campaign_runtime.settled.remove(0);
-            let now = self.clock.wall_now();
+            let now = self.campaign_now();
             let Some(engine) = self.campaigns.as_mut() else {
                 continue;
             };
@@ -260,7 +286,7 @@ impl<T: Transport> Service<T> {
                 Err(error) => return give_up(error.to_string()),
             };
         let now = self.clock.now();
-        let wall = self.clock.wall_now();
+        let wall = self.campaign_now();
         let at = |time: WallTime| {
             let ahead = time.unix_micros().saturating_sub(wall.unix_micros());
             now.saturating_add_micros(u64::try_from(ahead).unwrap_or(0))

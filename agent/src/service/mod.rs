@@ -239,6 +239,7 @@ pub struct Service<T: Transport> {
     heartbeat: Option<Box<dyn FnMut() + Send>>,
     campaigns: Option<CampaignEngine>,
     campaign_runtime: campaigns::CampaignRuntime,
+    campaign_timeline: campaigns::CampaignTimeline,
 }
 
 impl<T: Transport> Service<T> {
@@ -274,6 +275,10 @@ impl<T: Transport> Service<T> {
         let downlinks = transport.downlinks();
         let airtime_history =
             load_airtime_history(&storage, clock.wall_now(), settings.duty_cycle)?;
+        let campaign_timeline = campaigns::CampaignTimeline {
+            wall: clock.wall_now(),
+            monotonic: clock.now(),
+        };
         let service = Service {
             settings,
             storage,
@@ -294,6 +299,7 @@ impl<T: Transport> Service<T> {
             heartbeat: None,
             campaigns: None,
             campaign_runtime: campaigns::CampaignRuntime::default(),
+            campaign_timeline,
         };
         Ok((
             service,
@@ -439,6 +445,7 @@ impl<T: Transport> Service<T> {
                 let mut hook = campaigns::EngineHook {
                     engine,
                     actions: Vec::new(),
+                    timeline: self.campaign_timeline,
                 };
                 let outcome = self.server.handle_uplink_with(
                     &mut self.storage,

@@ -75,6 +75,9 @@ pub struct SimulationConfig {
     pub heartbeat_s: u64,
     /// Give up after this much virtual time, s.
     pub time_limit_s: u64,
+    /// The gateway's system wall clock steps by `.1` seconds `.0` seconds into the run
+    /// (NTP correcting an offline gateway's clock when the backhaul returns).
+    pub clock_step: Option<(u64, i64)>,
 }
 
 impl Default for SimulationConfig {
@@ -89,6 +92,7 @@ impl Default for SimulationConfig {
             seed: 1,
             heartbeat_s: 60,
             time_limit_s: 48 * 3600,
+            clock_step: None,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct SimulationReport {
     /// Devices that did not end Successful: DevEUI, result, the step they were in, the
     /// last error, and their loss.
     pub unsuccessful: Vec<UnsuccessfulDevice>,
+    /// Steps of the system clock the agent noticed and recorded.
+    pub clock_steps: usize,
 }
 
 /// A device that did not end Successful, and why.
@@ -470,6 +476,11 @@ async fn run(
                 config.heartbeat_s,
             )?;
             let elapsed_s = now_ms / 1_000;
+            if let Some((at_s, delta_s)) = config.clock_step {
+                if elapsed_s == at_s && phase == 0 {
+                    clock.step_system_wall(delta_s.saturating_mul(1_000_000));
+                }
+            }
             if phase == 0 && elapsed_s >= last_progress_s + 60 {
                 last_progress_s = elapsed_s;
                 progress(&progress_of(&devices, elapsed_s, target_version));
@@ -486,6 +497,13 @@ async fn run(
     let rows = reader
         .campaign_devices(id)
         .map_err(|error| SimulationError::Agent(error.to_string()))?;
+    let clock_steps = reader
+        .events_of_kind_since(
+            crate::storage::EventKind::ClockStep,
+            WallTime::from_unix_micros(0),
+        )
+        .map_err(|error| SimulationError::Agent(error.to_string()))?
+        .len();
     let unsuccessful = rows
         .iter()
         .filter(|row| row.status != DeviceStatus::Successful)
@@ -540,6 +558,7 @@ async fn run(
         uplinks: devices.iter().map(|d| d.uplinks).sum(),
         data_rate: parameters.data_rate,
         unsuccessful,
+        clock_steps,
     })
 }
 
