@@ -5,6 +5,7 @@
 //! other traffic through to an upstream network server, and syncs results upstream.
 //! One folder per concern (design.md §2); each module's doc says what it owns.
 
+pub mod api;
 pub mod campaign;
 pub mod clock;
 pub mod config;

@@ -2,9 +2,11 @@
 //! commented configuration template) and `check-config` (validate a configuration file
 //! and say which key on which line is wrong).
 //!
-//! `run` opens the storage, binds the packet-forwarder socket and runs the core loop
-//! ([`fuota_agent::service`]): the edge network server for the registered devices, the
-//! downlink scheduler per gateway, the events. The campaign engine plugs into its handle.
+//! `run` opens the storage and the image cache, binds the packet-forwarder socket and the
+//! local API's socket, and runs the core loop ([`fuota_agent::service`]): the edge
+//! network server for the registered devices, the downlink scheduler per gateway, the
+//! campaign engine, the events. The local API ([`fuota_agent::api`]) serves `fuotactl`
+//! beside it until shutdown.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,8 +16,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{debug, error, info, warn};
 
+use fuota_agent::api::ApiListener;
+use fuota_agent::campaign::CampaignEngine;
 use fuota_agent::clock::{Clock, SystemClock};
 use fuota_agent::config::{self, Config, ConfigError};
+use fuota_agent::firmware::{FirmwareCache, TrustStore};
 use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
 use fuota_agent::lorawan::region::{Region, RegionOptions};
 use fuota_agent::lorawan::scheduler::SchedulerConfig;
@@ -423,15 +428,47 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         duty_cycle: DutyCycleConfig::default(),
         tx_power_dbm: None,
     };
-    let (mut service, _handle, mut notifications) =
+    let firmware = &config.firmware;
+    let trust = TrustStore::load(&firmware.trusted_keys)
+        .context("cannot load the trusted keys ([firmware] trusted_keys)")?;
+    if trust.is_empty() {
+        warn!("no trusted keys are configured ([firmware] trusted_keys): every image import will be refused");
+    }
+    let cache = FirmwareCache::open(&firmware.cache_directory, trust).with_context(|| {
+        format!(
+            "cannot open the image cache {}",
+            firmware.cache_directory.display()
+        )
+    })?;
+    let engine = CampaignEngine::load(
+        &storage,
+        Region::new(lorawan.region, RegionOptions::default()),
+        cache,
+    )
+    .context("cannot load the campaigns")?;
+    let api = ApiListener::bind(&config.api).context("cannot start the local API")?;
+    let api_reader = Storage::open_reader(database).with_context(|| {
+        format!(
+            "cannot open the database {} for reading",
+            database.display()
+        )
+    })?;
+    let (service, handle, mut notifications) =
         Service::with_ownership(settings, storage, ownership, transport, clock.clone())
             .context("cannot load the device registry")?;
-    // Until the campaign engine consumes them, application uplinks are logged.
+    let mut service = service.with_campaigns(engine);
+    // The campaign engine runs inside the loop; what else reaches the application layer
+    // is logged.
     tokio::spawn(async move {
         while let Some(notification) = notifications.recv().await {
             debug!(?notification, "for the application layer");
         }
     });
+    info!(socket = %api.path().display(), "local API listening");
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(api.serve(handle, api_reader, async move {
+        let _ = api_stopped.await;
+    }));
 
     let manager = ServiceManager::from_environment();
     service.set_heartbeat(Box::new(move || manager.watchdog()));
@@ -444,8 +481,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let signal = shutdown_signal().await;
         info!("{signal}: shutting down");
     };
-    let mut storage = service.run(shutdown).await?;
+    let result = service.run(shutdown).await;
     manager.stopping();
+    let _ = api_stop.send(());
+    let _ = api_task.await;
+    let mut storage = result?;
     storage
         .append_event(&NewEvent::new(clock.wall_now(), EventKind::AgentStopped))
         .context("cannot record the stop event")?;

@@ -47,8 +47,10 @@ fn run_lets_a_device_join_and_stops_cleanly_on_sigterm() {
         &config,
         format!(
             "[storage]\ndatabase = \"{}\"\n[packet_forwarder]\nbind = \"127.0.0.1:{port}\"\n\
-             gateway_euis = [\"0016c001ff10a235\"]\n[logging]\nlevel = \"debug\"\n",
-            database.display()
+             gateway_euis = [\"0016c001ff10a235\"]\n[logging]\nlevel = \"debug\"\n\
+             [firmware]\ncache_directory = \"{dir}/images\"\n[api]\nsocket = \"{dir}/api.sock\"\ngroup = \"\"\n",
+            database.display(),
+            dir = directory.path().display()
         ),
     )
     .unwrap();

@@ -34,8 +34,9 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
     std::fs::write(
         &config,
         format!(
-            "[storage]\ndatabase = \"{}\"\n[packet_forwarder]\nbind = \"127.0.0.1:{port}\"\n",
-            directory.path().join("agent.db").display()
+            "[storage]\ndatabase = \"{dir}/agent.db\"\n[packet_forwarder]\nbind = \"127.0.0.1:{port}\"\n\
+             [firmware]\ncache_directory = \"{dir}/images\"\n[api]\nsocket = \"{dir}/api.sock\"\ngroup = \"\"\n",
+            dir = directory.path().display()
         ),
     )
     .unwrap();

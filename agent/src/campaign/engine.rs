@@ -119,6 +119,11 @@ impl CampaignEngine {
         })
     }
 
+    /// The image cache campaigns read from (imports go through it too).
+    pub fn cache(&self) -> &FirmwareCache {
+        &self.cache
+    }
+
     /// Creates a campaign (state `created`): checks the image (cached, verified, with a
     /// TS006 version), resolves the targets, plans it (refused with the plan's figures
     /// when it cannot be done, e.g. more than 16383 fragments), draws the group's McKey.

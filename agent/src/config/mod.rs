@@ -51,6 +51,15 @@ pub const DEFAULT_UPSTREAM_KEEPALIVE_S: u64 = 10;
 /// Default region.
 pub const DEFAULT_REGION: RegionName = RegionName::Eu868;
 
+/// Default directory of the firmware image cache.
+pub const DEFAULT_IMAGE_CACHE_DIRECTORY: &str = "/var/lib/fuota-agent/images";
+
+/// Default path of the local API's Unix socket.
+pub const DEFAULT_API_SOCKET: &str = "/run/fuota-agent/api.sock";
+
+/// Default group whose members may use the local API.
+pub const DEFAULT_API_GROUP: &str = "fuota-agent";
+
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -67,8 +76,49 @@ pub struct Config {
     pub lorawan: LorawanConfig,
     /// `[[upstream]]`: network servers foreign traffic is passed through to.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[firmware]`
+    pub firmware: FirmwareConfig,
+    /// `[api]`
+    pub api: ApiConfig,
     /// `[logging]`
     pub logging: LoggingConfig,
+}
+
+/// `[firmware]`: the image cache and the keys images must be signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareConfig {
+    /// `cache_directory`: where cached images live (absolute).
+    pub cache_directory: PathBuf,
+    /// `trusted_keys`: PEM public keys an image must be signed with (one of them).
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+impl Default for FirmwareConfig {
+    fn default() -> Self {
+        FirmwareConfig {
+            cache_directory: PathBuf::from(DEFAULT_IMAGE_CACHE_DIRECTORY),
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+/// `[api]`: the local HTTP/JSON API on a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `socket`: the socket's path (absolute).
+    pub socket: PathBuf,
+    /// `group`: members of this group (and root) may use the API; empty: root and the
+    /// agent's own user only.
+    pub group: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from(DEFAULT_API_SOCKET),
+            group: DEFAULT_API_GROUP.to_string(),
+        }
+    }
 }
 
 /// `[storage]`: the SQLite database.
@@ -188,7 +238,25 @@ struct RawConfig {
     #[serde(default)]
     upstream: Vec<RawUpstream>,
     #[serde(default)]
+    firmware: RawFirmware,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
     logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFirmware {
+    cache_directory: Option<Spanned<PathBuf>>,
+    trusted_keys: Option<Vec<Spanned<PathBuf>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    socket: Option<Spanned<PathBuf>>,
+    group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -255,9 +323,30 @@ impl RawConfig {
             packet_forwarder: self.packet_forwarder.validate()?,
             lorawan: self.lorawan.validate()?,
             upstreams: validate_upstreams(self.upstream)?,
+            firmware: self.firmware.validate()?,
+            api: self.api.validate()?,
             logging: self.logging.validate()?,
         })
     }
+}
+
+/// An absolute, non-empty path.
+fn absolute_path(value: Spanned<PathBuf>) -> Result<PathBuf, Rejection> {
+    let span = value.span();
+    let path = value.into_inner();
+    if path.as_os_str().is_empty() {
+        return Err((span, "must not be empty".into()));
+    }
+    if !path.is_absolute() {
+        return Err((
+            span,
+            format!(
+                "{:?} is a relative path; use an absolute path (the service runs with \"/\" as its working directory)",
+                path.display().to_string()
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 impl RawStorage {
@@ -265,21 +354,50 @@ impl RawStorage {
         let Some(database) = self.database else {
             return Ok(StorageConfig::default());
         };
-        let span = database.span();
-        let path = database.into_inner();
-        if path.as_os_str().is_empty() {
-            return Err((span, "must not be empty".into()));
+        Ok(StorageConfig {
+            database: absolute_path(database)?,
+        })
+    }
+}
+
+impl RawFirmware {
+    fn validate(self) -> Result<FirmwareConfig, Rejection> {
+        let mut config = FirmwareConfig::default();
+        if let Some(directory) = self.cache_directory {
+            config.cache_directory = absolute_path(directory)?;
         }
-        if !path.is_absolute() {
-            return Err((
-                span,
-                format!(
-                    "{:?} is a relative path; use an absolute path (the service runs with \"/\" as its working directory)",
-                    path.display().to_string()
-                ),
-            ));
+        for key in self.trusted_keys.unwrap_or_default() {
+            let span = key.span();
+            let path = absolute_path(key)?;
+            if config.trusted_keys.contains(&path) {
+                return Err((span, format!("{} is listed twice", path.display())));
+            }
+            config.trusted_keys.push(path);
         }
-        Ok(StorageConfig { database: path })
+        Ok(config)
+    }
+}
+
+impl RawApi {
+    fn validate(self) -> Result<ApiConfig, Rejection> {
+        let mut config = ApiConfig::default();
+        if let Some(socket) = self.socket {
+            config.socket = absolute_path(socket)?;
+        }
+        if let Some(group) = self.group {
+            let name = group.get_ref().trim();
+            let valid = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid || name.starts_with('-') {
+                return Err((
+                    group.span(),
+                    format!("invalid group name {name:?}: letters, digits, '_', '-' and '.' only, e.g. \"fuota-agent\""),
+                ));
+            }
+            config.group = name.to_string();
+        }
+        Ok(config)
     }
 }
 

@@ -13,6 +13,7 @@
 //! channel and goes to the scheduler, which may ask for the RX2 retry of a refused RX1.
 
 pub mod campaigns;
+pub mod operations;
 pub mod radio;
 
 use std::collections::HashMap;
@@ -107,6 +108,9 @@ pub enum ServiceCommand {
         /// Where the answer goes.
         reply: oneshot::Sender<campaigns::CampaignReply>,
     },
+    /// A local-API operation (devices, images, status); it carries its own answer
+    /// channel.
+    Operation(operations::Operation),
 }
 
 /// What the service tells the layers above.
@@ -184,7 +188,7 @@ pub enum ServiceError {
 }
 
 /// Counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceCounters {
     /// Uplinks received (all gateways, all devices).
     pub uplinks: u64,
@@ -659,6 +663,7 @@ impl<T: Transport> Service<T> {
                 // The asker may have gone; the campaign's state is on disk either way.
                 let _ = reply.send(self.campaign_request(request));
             }
+            ServiceCommand::Operation(operation) => self.on_operation(operation),
         }
     }
 

@@ -183,6 +183,33 @@ impl Storage {
         })
     }
 
+    /// Opens a read-only connection to the database at `path`, which the agent's
+    /// writer has opened and migrated already (the local API reads through one while
+    /// the core loop writes: WAL lets both proceed). Its schema must be this build's.
+    pub fn open_reader(path: &Path) -> Result<Storage, StorageError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(path, flags).map_err(|source| StorageError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(StorageError::sql("setting the busy timeout"))?;
+        let found = migrations::schema_version(&connection)?;
+        if found != migrations::SCHEMA_VERSION {
+            return Err(StorageError::UnknownSchemaVersion {
+                found: i64::from(found),
+                supported: migrations::SCHEMA_VERSION,
+            });
+        }
+        Ok(Storage {
+            connection,
+            path: path.to_path_buf(),
+            fcnt_down_windows: HashMap::new(),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
