@@ -12,6 +12,7 @@ pub mod config;
 pub mod firmware;
 pub mod identifiers;
 pub mod lorawan;
+pub mod manpages;
 pub mod network_server;
 pub mod packet_forwarder;
 pub mod service;

@@ -58,6 +58,18 @@ enum Command {
         #[arg(long, short, value_name = "PATH", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Write the man pages (fuota-agent.8 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Manpages {
+        /// The directory.
+        directory: PathBuf,
+    },
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Simulate a campaign on virtual time (a planning tool and our efficiency benchmark):
     /// the agent's own loop, simulated radio, nodes running the real node and boot code.
     Simulate(SimulateArgs),
@@ -128,6 +140,31 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => check_config(&config),
+        Command::Manpages { directory } => {
+            match fuota_agent::manpages::write_all(
+                <Cli as clap::CommandFactory>::command(),
+                "8",
+                &directory,
+            ) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!(
+                        "fuota-agent: writing man pages into {}: {error}",
+                        directory.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fuota-agent",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Simulate(args) => simulate(&args),
         Command::Demo { seed } => demo(seed),
         Command::Run { config } => {

@@ -477,3 +477,59 @@ fn callers_outside_the_api_group_are_refused_and_members_are_served() {
     let output = as_user("", &gid);
     assert!(output.status.success(), "{}", text(&output.stderr));
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let directory = tempfile::tempdir().unwrap();
+    for (binary, section, pages) in [
+        (
+            env!("CARGO_BIN_EXE_fuotactl"),
+            "1",
+            &[
+                "fuotactl",
+                "fuotactl-campaign-watch",
+                "fuotactl-device-import",
+                "fuotactl-events",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_fuota-agent"),
+            "8",
+            &["fuota-agent", "fuota-agent-run", "fuota-agent-check-config"][..],
+        ),
+    ] {
+        let output = Command::new(binary)
+            .arg("manpages")
+            .arg(directory.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        for page in pages {
+            let path = directory.path().join(format!("{page}.{section}"));
+            let roff = std::fs::read_to_string(&path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            assert!(roff.contains(".TH"), "{page} is not a man page");
+        }
+        for shell in ["bash", "zsh", "fish"] {
+            let output = Command::new(binary)
+                .args(["completions", shell])
+                .output()
+                .unwrap();
+            assert!(output.status.success());
+            let script = text(&output.stdout);
+            assert!(script.contains("completions"), "{binary} {shell}");
+        }
+    }
+    let bash = Command::new(env!("CARGO_BIN_EXE_fuotactl"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let script = text(&bash.stdout);
+    for word in ["campaign", "watch", "--hardware-version", "--socket"] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    // The campaign-watch page says what the command does.
+    let watch =
+        std::fs::read_to_string(directory.path().join("fuotactl-campaign-watch.1")).unwrap();
+    assert!(watch.contains("every device succeeded"), "{watch}");
+}

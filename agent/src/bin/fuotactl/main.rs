@@ -66,6 +66,18 @@ enum Command {
     /// FUOTA campaigns.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (fuotactl.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Manpages {
+        /// The directory.
+        directory: PathBuf,
+    },
     /// The agent's event log (oldest first).
     Events {
         /// Only events after this id.
@@ -323,6 +335,27 @@ fn main() -> ExitCode {
             hardware_version,
             image,
         }) => offline::image_verify(&key, hardware_version, &image, json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fuotactl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Manpages { directory } => fuota_agent::manpages::write_all(
+            <Cli as clap::CommandFactory>::command(),
+            "1",
+            &directory,
+        )
+        .map(|_| ())
+        .map_err(|error| {
+            Failure::error(format!(
+                "writing man pages into {}: {error}",
+                directory.display()
+            ))
+        }),
         command => remote::run(&cli.socket, json, command),
     };
     match result {

@@ -36,6 +36,9 @@ pub(crate) fn run(socket: &Path, json: bool, command: Command) -> Result<(), Fai
             device,
             follow,
         } => events(&client, json, after, limit, device, follow),
+        Command::Completions { .. } | Command::Manpages { .. } => Err(Failure::error(
+            "completions and manpage run without the agent",
+        )),
     }
 }
 
