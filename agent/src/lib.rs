@@ -6,6 +6,7 @@
 //! One folder per concern (design.md §2); each module's doc says what it owns.
 
 pub mod api;
+pub mod backup;
 pub mod campaign;
 pub mod clock;
 pub mod config;

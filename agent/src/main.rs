@@ -70,6 +70,25 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Back up the agent (database and image cache) into a new directory, online.
+    Backup {
+        /// Configuration file (for the database and image cache paths).
+        #[arg(long, short, value_name = "PATH", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The new directory to write the backup into.
+        output: PathBuf,
+    },
+    /// Restore a backup made by `backup` (the agent must be stopped).
+    Restore {
+        /// Configuration file (for the database and image cache paths).
+        #[arg(long, short, value_name = "PATH", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Replace an existing database (it is kept, renamed agent.db.replaced-<time>).
+        #[arg(long)]
+        force: bool,
+        /// The backup directory.
+        input: PathBuf,
+    },
     /// Simulate a campaign on virtual time (a planning tool and our efficiency benchmark):
     /// the agent's own loop, simulated radio, nodes running the real node and boot code.
     Simulate(SimulateArgs),
@@ -166,6 +185,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Simulate(args) => simulate(&args),
+        Command::Backup { config, output } => backup(&config, &output),
+        Command::Restore {
+            config,
+            force,
+            input,
+        } => restore(&config, &input, force),
         Command::Demo { seed } => demo(seed),
         Command::Run { config } => {
             let config = match Config::load(&config) {
@@ -180,6 +205,71 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn backup(config_path: &Path, output: &Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => return report_config_error(&error),
+    };
+    let now_ms = SystemClock::new().wall_now().unix_millis();
+    match fuota_agent::backup::create(
+        &config.storage.database,
+        &config.firmware.cache_directory,
+        output,
+        now_ms,
+    ) {
+        Ok(manifest) => {
+            println!(
+                "backed up {} (schema {}) and {} images into {}",
+                config.storage.database.display(),
+                manifest.schema_version,
+                manifest.images.len(),
+                output.display()
+            );
+            println!("it holds device keys: keep it as safe as the gateway");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("fuota-agent backup: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(config_path: &Path, input: &Path, force: bool) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => return report_config_error(&error),
+    };
+    let now_ms = SystemClock::new().wall_now().unix_millis();
+    match fuota_agent::backup::restore(
+        input,
+        &config.storage.database,
+        &config.firmware.cache_directory,
+        &config.api.socket,
+        force,
+        now_ms,
+    ) {
+        Ok((manifest, replaced)) => {
+            println!(
+                "restored {} (schema {}, agent {}) and {} images from {}",
+                config.storage.database.display(),
+                manifest.schema_version,
+                manifest.agent_version,
+                manifest.images.len(),
+                input.display()
+            );
+            if let Some(replaced) = replaced {
+                println!("the database it replaced is kept as {}", replaced.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("fuota-agent restore: {error}");
+            ExitCode::FAILURE
         }
     }
 }

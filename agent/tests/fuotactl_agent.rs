@@ -3,156 +3,15 @@
 //! 3 no agent), all-or-nothing CSV imports, keys that never come back out, and callers
 //! outside the API group refused while members (primary or supplementary) are served.
 
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../node-firmware/lorawan-fuota/tests/fixtures/images"
-);
+#[path = "support/agent_site.rs"]
+mod agent_site;
+
+use agent_site::{fixture, text, AgentSite as Agent};
+
 const APP_KEY: &str = "00112233445566778899aabbccddeeff";
 const GEN_APP_KEY: &str = "ffeeddccbbaa99887766554433221100";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURES).join(name)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A running agent in a scratch directory; killed on drop.
-struct Agent {
-    child: Child,
-    directory: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Agent {
-    fn start(api_group: &str) -> Agent {
-        let directory = tempfile::tempdir().unwrap();
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let socket = directory.path().join("api.sock");
-        let config = directory.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[storage]\ndatabase = \"{dir}/agent.db\"\n\
-                 [packet_forwarder]\nbind = \"127.0.0.1:{port}\"\n\
-                 [firmware]\ncache_directory = \"{dir}/images\"\ntrusted_keys = [\"{key}\"]\n\
-                 [api]\nsocket = \"{socket}\"\ngroup = \"{api_group}\"\n",
-                dir = directory.path().display(),
-                key = fixture("pubkey.pem").display(),
-                socket = socket.display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(directory.path().join("agent.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fuota-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let agent = Agent {
-            child,
-            directory,
-            socket,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if agent.fuotactl(&["status"]).status.success() {
-                return agent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent's API did not come up; its log:\n{}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.directory.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fuotactl"));
-        command.arg("--socket").arg(&self.socket).args(args);
-        command
-    }
-
-    fn fuotactl(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs fuotactl, asserts it succeeded, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.fuotactl(args);
-        assert!(
-            output.status.success(),
-            "fuotactl {args:?} failed ({:?}): {}\nagent log:\n{}",
-            output.status.code(),
-            text(&output.stderr),
-            self.log()
-        );
-        text(&output.stdout)
-    }
-
-    /// Runs fuotactl --json, asserts it succeeded, returns the document.
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut with_json = vec!["--json"];
-        with_json.extend_from_slice(args);
-        let stdout = self.ok(&with_json);
-        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{error}: {stdout}"))
-    }
-
-    /// Runs fuotactl, asserts it failed with `code`, returns stderr.
-    fn fails(&self, code: i32, args: &[&str]) -> String {
-        let output = self.fuotactl(args);
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "fuotactl {args:?}: stdout {} stderr {}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stderr)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.directory.path().join(name)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signed_image(agent: &Agent, version: &str) -> PathBuf {
-    let output = agent.path(&format!("app-{version}.img"));
-    let signed = Command::new(env!("CARGO_BIN_EXE_fuotactl"))
-        .args(["image", "sign", "--key"])
-        .arg(fixture("key.pem"))
-        .args(["--version", version, "--hardware-version", "0x00010002"])
-        .arg(fixture("body.bin"))
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(signed.status.success(), "{}", text(&signed.stderr));
-    output
-}
 
 #[test]
 fn a_technician_registers_devices_imports_an_image_and_drives_a_campaign() {
@@ -269,7 +128,7 @@ fn a_technician_registers_devices_imports_an_image_and_drives_a_campaign() {
     assert!(list.starts_with("DEV_EUI"), "{list}");
 
     // Images: import, a second import is a no-op, an unsigned file is refused.
-    let image = signed_image(&agent, "1.3.0");
+    let image = agent.signed_image("1.3.0");
     let imported = agent.json(&["image", "import", image.to_str().unwrap()]);
     assert_eq!(imported["already_cached"], false);
     let sha256 = imported["image"]["sha256"].as_str().unwrap().to_string();

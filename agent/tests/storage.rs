@@ -317,3 +317,46 @@ fn an_exhausted_fcnt_down_asks_for_a_rejoin() {
         Err(StorageError::FCntDownExhausted(_))
     ));
 }
+
+#[test]
+fn an_older_database_is_copied_before_its_schema_is_migrated() {
+    use fuota_agent::storage::migrations::{migrate_up_to, SCHEMA_VERSION};
+    use fuota_agent::storage::pre_migration_copy_path;
+    let (_directory, path) = database();
+    let older = SCHEMA_VERSION - 1;
+    {
+        let mut connection = raw_connection(&path);
+        migrate_up_to(&mut connection, older).unwrap();
+        connection
+            .execute(
+                "INSERT INTO devices (dev_eui, join_eui, mac_version, class, tags, created_at_ms, updated_at_ms) \
+                 VALUES ('0102030405060708', '0000000000000001', '1.0.3', 'A', '{}', 0, 0)",
+                [],
+            )
+            .unwrap();
+    }
+    let storage = Storage::open(&path).unwrap();
+    assert_eq!(storage.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(storage.devices().unwrap().len(), 1);
+    let copy = pre_migration_copy_path(&path, older);
+    let kept = raw_connection(&copy);
+    let version: u32 = kept
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        version, older,
+        "the copy is the database before the migration"
+    );
+    let devices: u32 = kept
+        .query_row("SELECT count(*) FROM devices", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(devices, 1);
+    drop(storage);
+    // A current database is not copied again.
+    let modified = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    Storage::open(&path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().modified().unwrap(),
+        modified
+    );
+}

@@ -172,6 +172,13 @@ pub fn schema_version(connection: &Connection) -> Result<u32, StorageError> {
 /// Applies every migration the database lacks, one transaction each; returns the
 /// versions before and after. A database newer than this build is refused.
 pub fn migrate(connection: &mut Connection) -> Result<(u32, u32), StorageError> {
+    migrate_up_to(connection, SCHEMA_VERSION)
+}
+
+/// Applies the migrations up to schema `target` only: a database as an older agent
+/// left it (for tests of upgrades).
+pub fn migrate_up_to(connection: &mut Connection, target: u32) -> Result<(u32, u32), StorageError> {
+    let target = target.min(SCHEMA_VERSION);
     let before = schema_version(connection)?;
     if before > SCHEMA_VERSION {
         return Err(StorageError::UnknownSchemaVersion {
@@ -179,7 +186,12 @@ pub fn migrate(connection: &mut Connection) -> Result<(u32, u32), StorageError> 
             supported: SCHEMA_VERSION,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(before as usize) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(before as usize)
+    {
         let version = index + 1;
         let context = format!("applying schema migration {version}");
         let transaction = connection
@@ -195,5 +207,5 @@ pub fn migrate(connection: &mut Connection) -> Result<(u32, u32), StorageError> 
             .commit()
             .map_err(StorageError::sql_owned(context))?;
     }
-    Ok((before, SCHEMA_VERSION))
+    Ok((before, target.max(before)))
 }

@@ -30,6 +30,7 @@ pub mod firmware_images;
 pub mod frame_counters;
 pub mod migrations;
 pub mod sessions;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,23 @@ pub enum StorageError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A database copy would overwrite a file.
+    #[error("{} exists already: a copy never overwrites a file", .0.display())]
+    SnapshotExists(PathBuf),
+    /// SQLite's backup did not finish in one step.
+    #[error("the database copy did not complete ({0}); try again")]
+    SnapshotIncomplete(String),
+    /// A file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An event payload could not be encoded as JSON.
     #[error("encoding an event payload: {0}")]
     EventPayload(#[from] serde_json::Error),
@@ -146,9 +164,18 @@ pub struct WriteTx<'c> {
     sessions_replaced: Vec<DevEui>,
 }
 
+/// Where the database is copied before its schema goes from `version` to this build's:
+/// `agent.db.schema-3.bak` next to it.
+pub fn pre_migration_copy_path(database: &Path, version: u32) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(format!(".schema-{version}.bak"));
+    PathBuf::from(name)
+}
+
 impl Storage {
     /// Opens (creating if needed) the database at `path`, enables WAL, and migrates the
-    /// schema to this build's version.
+    /// schema to this build's version, after copying an older database to
+    /// [`pre_migration_copy_path`].
     pub fn open(path: &Path) -> Result<Storage, StorageError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -175,6 +202,22 @@ impl Storage {
             .map_err(StorageError::sql(
                 "setting synchronous=NORMAL and foreign keys",
             ))?;
+        let found = migrations::schema_version(&connection)?;
+        if found > 0 && found < migrations::SCHEMA_VERSION {
+            // An upgraded agent: keep the database as it was before changing its
+            // schema, even mid-campaign; a failed migration or a downgrade starts
+            // from it.
+            let copy = pre_migration_copy_path(path, found);
+            if !copy.exists() {
+                snapshot::copy_connection(&connection, &copy)?;
+                tracing::info!(
+                    from = found,
+                    to = migrations::SCHEMA_VERSION,
+                    copy = %copy.display(),
+                    "migrating the database schema; the database before is kept"
+                );
+            }
+        }
         migrations::migrate(&mut connection)?;
         Ok(Storage {
             connection,
