@@ -494,6 +494,19 @@ fn init_logging(config: &config::LoggingConfig) -> anyhow::Result<()> {
         _ => tracing_subscriber::EnvFilter::try_new(&config.level)
             .with_context(|| format!("invalid logging.level {:?}", config.level))?,
     };
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal: write to the journal
+    // itself then, with each event's fields as journal fields.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journal) = tracing_journald::layer() {
+            return tracing_subscriber::registry()
+                .with(filter)
+                .with(journal)
+                .try_init()
+                .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"));
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -604,6 +617,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "serving packet forwarders on {}",
         config.packet_forwarder.bind
     ));
+    // STATUS= for `systemctl status`: devices and campaign progress, when it changes.
+    match Storage::open_reader(database) {
+        Ok(reader) => {
+            tokio::spawn(async move {
+                let mut last = String::new();
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    match fuota_agent::systemd::status_line(&reader) {
+                        Ok(line) if line != last => {
+                            manager.status(&line);
+                            last = line;
+                        }
+                        Ok(_) => {}
+                        Err(error) => debug!("status line: {error}"),
+                    }
+                }
+            });
+        }
+        Err(error) => warn!("no status line for systemd: {error}"),
+    }
     let shutdown = async {
         let signal = shutdown_signal().await;
         info!("{signal}: shutting down");

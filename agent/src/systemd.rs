@@ -2,6 +2,9 @@
 //! the packet-forwarder socket is bound, STATUS= lines, WATCHDOG=1 from the core loop
 //! (so a hung loop gets the service restarted), STOPPING=1 on shutdown. Everything is a
 //! no-op when the agent does not run under systemd (no `NOTIFY_SOCKET`).
+//!
+//! [`status_line`] is what `systemctl status fuota-agent` shows while the agent runs:
+//! the devices served and each active campaign's step and progress.
 
 use std::time::Duration;
 
@@ -53,6 +56,52 @@ impl ServiceManager {
     pub fn stopping(&self) {
         send(&[NotifyState::Stopping]);
     }
+}
+
+/// The agent's state in one line, for STATUS=: devices served, then each active
+/// campaign with its step and how many devices have their result.
+pub fn status_line(
+    storage: &crate::storage::Storage,
+) -> Result<String, crate::storage::StorageError> {
+    use crate::campaign::DeviceStatus;
+    let devices = storage.devices()?.len();
+    let mut parts = vec![format!("serving {devices} devices")];
+    let mut active = 0;
+    for campaign in storage.campaigns()? {
+        if !campaign.state.is_active() {
+            continue;
+        }
+        active += 1;
+        let results = storage.campaign_devices(campaign.id)?;
+        let ended = results
+            .iter()
+            .filter(|device| device.status != DeviceStatus::InProgress)
+            .count();
+        let successful = results
+            .iter()
+            .filter(|device| device.status == DeviceStatus::Successful)
+            .count();
+        let step = serde_json::to_value(campaign.progress.phase)
+            .ok()
+            .and_then(|phase| {
+                phase
+                    .get("step")
+                    .and_then(|step| step.as_str())
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "?".into());
+        parts.push(format!(
+            "campaign {} {:?} {}, step {step}: {ended} of {} devices done ({successful} successful)",
+            campaign.id,
+            campaign.name,
+            campaign.state.as_str(),
+            results.len()
+        ));
+    }
+    if active == 0 {
+        parts.push("no campaign running".into());
+    }
+    Ok(parts.join("; "))
 }
 
 /// The watchdog timeout the environment asks for, as `sd_watchdog_enabled(3)` reads it:

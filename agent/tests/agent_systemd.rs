@@ -69,12 +69,14 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
     let (length, _) = gateway.recv_from(&mut ack).expect("PUSH_ACK");
     assert_eq!(&ack[..length], &[2, 0, 7, 1]);
 
+    // The watchdog is fed, and STATUS= says what the agent serves.
     let started = Instant::now();
-    loop {
-        assert!(started.elapsed() < WAIT, "no WATCHDOG=1");
-        if next_message(&notify).contains("WATCHDOG=1") {
-            break;
-        }
+    let (mut watchdog, mut status) = (false, false);
+    while !(watchdog && status) {
+        assert!(started.elapsed() < WAIT, "no WATCHDOG=1 or no STATUS= line");
+        let message = next_message(&notify);
+        watchdog |= message.contains("WATCHDOG=1");
+        status |= message.contains("STATUS=serving 0 devices; no campaign running");
     }
 
     assert!(Command::new("kill")
@@ -87,7 +89,10 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
         if message.contains("STOPPING=1") {
             break;
         }
-        assert!(message.contains("WATCHDOG=1"), "unexpected {message}");
+        assert!(
+            message.contains("WATCHDOG=1") || message.starts_with("STATUS="),
+            "unexpected {message}"
+        );
     }
     let started = Instant::now();
     let status = loop {

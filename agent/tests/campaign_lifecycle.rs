@@ -77,7 +77,17 @@ fn a_paused_campaign_sends_nothing_and_finishes_after_resume() {
         fleet.storage.as_mut().unwrap(),
     );
     engine.resume(storage, id, now).unwrap();
+    // What `systemctl status` shows while it runs: the step and the devices done.
+    let line = fuota_agent::systemd::status_line(fleet.storage.as_ref().unwrap()).unwrap();
+    assert!(
+        line.starts_with("serving 4 devices; campaign ")
+            && line.contains("\"lifecycle\" running, step ")
+            && line.contains(" of 4 devices done"),
+        "{line}"
+    );
     assert!(fleet.run_until_finished(id, 6 * 3600));
+    let line = fuota_agent::systemd::status_line(fleet.storage.as_ref().unwrap()).unwrap();
+    assert_eq!(line, "serving 4 devices; no campaign running");
     let results = fleet.results(id);
     assert!(
         results.values().all(|s| *s == DeviceStatus::Successful),

@@ -165,6 +165,13 @@ impl Work<'_> {
         if error.is_some() {
             device.last_error.clone_from(&error);
         }
+        tracing::info!(
+            campaign_id = self.campaign.id,
+            dev_eui = %device.dev_eui,
+            status = status.as_str(),
+            error = error.as_deref().unwrap_or(""),
+            "device result"
+        );
         self.device_event(
             index,
             EventKind::CampaignDeviceResult,

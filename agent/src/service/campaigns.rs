@@ -151,6 +151,13 @@ impl<T: Transport> Service<T> {
             ));
         };
         let storage = &mut self.storage;
+        let what = match &request {
+            CampaignRequest::Create(_) => "created",
+            CampaignRequest::Start(_) => "started",
+            CampaignRequest::Pause(_) => "paused",
+            CampaignRequest::Resume(_) => "resumed",
+            CampaignRequest::Cancel(_) => "cancelled",
+        };
         let (id, actions) = match request {
             CampaignRequest::Create(spec) => (engine.create_campaign(storage, &spec, now)?, vec![]),
             CampaignRequest::Start(id) => (id, engine.start(storage, id, now)?),
@@ -164,8 +171,9 @@ impl<T: Transport> Service<T> {
                 (id, vec![])
             }
         };
+        info!(campaign_id = id, "campaign {what}");
         if let Err(error) = self.carry_out(actions) {
-            warn!("campaign actions: {error}");
+            warn!(campaign_id = id, "campaign actions: {error}");
         }
         Ok(id)
     }
@@ -251,7 +259,7 @@ impl<T: Transport> Service<T> {
                     campaign_id,
                     results,
                 } => {
-                    info!(campaign = %campaign_id, ?results, "campaign finished");
+                    info!(campaign_id = %campaign_id, ?results, "campaign finished");
                     self.notify(ServiceNotification::CampaignFinished {
                         campaign_id,
                         results,
