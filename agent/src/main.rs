@@ -193,11 +193,12 @@ fn main() -> ExitCode {
         } => restore(&config, &input, force),
         Command::Demo { seed } => demo(seed),
         Command::Run { config } => {
-            let config = match Config::load(&config) {
+            let config_path = config;
+            let config = match Config::load(&config_path) {
                 Ok(config) => config,
                 Err(error) => return report_config_error(&error),
             };
-            match run(config) {
+            match run(config, config_path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     error!("{error:#}");
@@ -485,45 +486,54 @@ fn report_config_error(error: &ConfigError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging(config: &config::LoggingConfig) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => {
-            tracing_subscriber::EnvFilter::try_new(&directives)
-                .with_context(|| format!("invalid RUST_LOG {directives:?}"))?
-        }
-        _ => tracing_subscriber::EnvFilter::try_new(&config.level)
-            .with_context(|| format!("invalid logging.level {:?}", config.level))?,
-    };
+/// Changes the log filter of the running agent (SIGHUP).
+type LogFilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Installs the logger: the journal under systemd (JOURNAL_STREAM set and the journal
+/// reachable), stderr otherwise. RUST_LOG, when set, overrides `[logging] level` (and
+/// then a reload does not change it: the returned handle is `None`).
+fn init_logging(config: &config::LoggingConfig) -> anyhow::Result<Option<LogFilterHandle>> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    let from_environment = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.is_empty());
+    let filter = match &from_environment {
+        Some(directives) => tracing_subscriber::EnvFilter::try_new(directives)
+            .with_context(|| format!("invalid RUST_LOG {directives:?}"))?,
+        None => tracing_subscriber::EnvFilter::try_new(&config.level)
+            .with_context(|| format!("invalid logging.level {:?}", config.level))?,
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     // systemd sets JOURNAL_STREAM when stderr goes to the journal: write to the journal
     // itself then, with each event's fields as journal fields.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journal) = tracing_journald::layer() {
-            return tracing_subscriber::registry()
-                .with(filter)
-                .with(journal)
-                .try_init()
-                .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"));
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+    let journal = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let installed = match journal {
+        Some(journal) => registry.with(journal).try_init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))?;
+    Ok(from_environment.is_none().then_some(handle))
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.logging)?;
+fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+    let log_filter = init_logging(&config.logging)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, config_path, log_filter))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: PathBuf,
+    log_filter: Option<LogFilterHandle>,
+) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock::new());
     let wall = clock.wall_now();
     if !wall.is_plausible() {
@@ -605,6 +615,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     info!(socket = %api.path().display(), "local API listening");
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(reload_on_hangup(
+        hangups,
+        config_path,
+        config.clone(),
+        handle.clone(),
+        log_filter,
+    ));
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(api.serve(handle, api_reader, async move {
         let _ = api_stopped.await;
@@ -654,6 +673,77 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .shutdown()
         .context("cannot close the database cleanly")?;
     Ok(())
+}
+
+/// On every SIGHUP (`systemctl reload fuota-agent`): reads the configuration again and
+/// applies what can change while running (log level, trusted keys); a file with
+/// mistakes is refused and the running configuration stays.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    path: PathBuf,
+    mut running: Config,
+    service: fuota_agent::service::ServiceHandle,
+    log_filter: Option<LogFilterHandle>,
+) {
+    use fuota_agent::config::reload::ReloadPlan;
+    use fuota_agent::service::operations::Operation;
+    use fuota_agent::service::ServiceCommand;
+    while hangups.recv().await.is_some() {
+        let reloaded = match Config::load(&path) {
+            Ok(config) => config,
+            Err(error) => {
+                error!("SIGHUP: {error}; the running configuration stays");
+                continue;
+            }
+        };
+        let plan = ReloadPlan::between(&running, &reloaded);
+        let mut applied = Vec::new();
+        if let Some(level) = &plan.log_level {
+            match (&log_filter, tracing_subscriber::EnvFilter::try_new(level)) {
+                (Some(handle), Ok(filter)) => match handle.reload(filter) {
+                    Ok(()) => applied.push(format!("log level {level:?}")),
+                    Err(error) => error!("SIGHUP: changing the log level: {error}"),
+                },
+                (None, _) => warn!("SIGHUP: RUST_LOG is set, so [logging] level does not apply"),
+                (_, Err(error)) => error!("SIGHUP: log level {level:?}: {error}"),
+            }
+        }
+        let mut plan = plan;
+        if let Some(keys) = plan.trusted_keys.clone() {
+            match TrustStore::load(&keys) {
+                Ok(trust) => {
+                    let count = trust.keys().len();
+                    let (reply, done) = tokio::sync::oneshot::channel();
+                    let sent = service
+                        .send(ServiceCommand::Operation(Operation::ReplaceTrustStore(
+                            trust, reply,
+                        )))
+                        .await;
+                    if sent && done.await.is_ok() {
+                        applied.push(format!("{count} trusted keys"));
+                    } else {
+                        plan.trusted_keys = None;
+                    }
+                }
+                Err(error) => {
+                    error!("SIGHUP: [firmware] trusted_keys: {error}; the running keys stay");
+                    plan.trusted_keys = None;
+                }
+            }
+        }
+        running = plan.applied_to(&running);
+        if applied.is_empty() {
+            info!("SIGHUP: configuration reloaded, nothing to apply");
+        } else {
+            info!("SIGHUP: configuration reloaded: {}", applied.join(", "));
+        }
+        if !plan.needs_restart.is_empty() {
+            warn!(
+                "SIGHUP: {} changed and take effect at the next restart (systemctl restart fuota-agent)",
+                plan.needs_restart.join(", ")
+            );
+        }
+    }
 }
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C), naming the signal.

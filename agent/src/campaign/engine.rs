@@ -124,6 +124,11 @@ impl CampaignEngine {
         &self.cache
     }
 
+    /// Replaces the image cache's trust store (a configuration reload).
+    pub fn set_trust_store(&mut self, trust: crate::firmware::TrustStore) {
+        self.cache.set_trust_store(trust);
+    }
+
     /// Creates a campaign (state `created`): checks the image (cached, verified, with a
     /// TS006 version), resolves the targets, plans it (refused with the plan's figures
     /// when it cannot be done, e.g. more than 16383 fragments), draws the group's McKey.

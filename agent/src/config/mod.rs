@@ -12,6 +12,7 @@
 //! into the public [`Config`].
 
 mod error;
+pub mod reload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

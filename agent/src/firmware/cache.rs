@@ -196,6 +196,12 @@ impl FirmwareCache {
         &self.trust
     }
 
+    /// Replaces the trust store (a configuration reload): later imports, and every read
+    /// of a cached image for a campaign, check against the new keys.
+    pub fn set_trust_store(&mut self, trust: TrustStore) {
+        self.trust = trust;
+    }
+
     /// Reads and imports the MCUboot image at `path`, named by its file name.
     pub fn import_mcuboot_file(
         &self,

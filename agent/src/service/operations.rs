@@ -36,6 +36,8 @@ pub enum Operation {
     },
     /// Remove a cached image (refused while an active campaign uses it).
     RemoveImage(String, oneshot::Sender<Result<(), OperationError>>),
+    /// Trust these keys from now on (SIGHUP reload of `[firmware] trusted_keys`).
+    ReplaceTrustStore(crate::firmware::TrustStore, oneshot::Sender<()>),
 }
 
 /// What an image import did.
@@ -150,6 +152,12 @@ impl<T: Transport> Service<T> {
             }
             Operation::RemoveImage(sha256, reply) => {
                 let _ = reply.send(self.remove_image(&sha256));
+            }
+            Operation::ReplaceTrustStore(trust, reply) => {
+                if let Some(engine) = self.campaigns.as_mut() {
+                    engine.set_trust_store(trust);
+                }
+                let _ = reply.send(());
             }
         }
     }

@@ -101,6 +101,11 @@ impl AgentSite {
         }
     }
 
+    /// The running agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the agent is not running").id()
+    }
+
     /// Stops the agent with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
         let mut child = self.child.take().expect("the agent is not running");
