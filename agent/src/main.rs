@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{debug, error, info, warn};
 
-use fuota_agent::api::ApiListener;
+use fuota_agent::api::{ApiListener, MonitoringListener};
 use fuota_agent::campaign::CampaignEngine;
 use fuota_agent::clock::{Clock, SystemClock};
 use fuota_agent::config::{self, Config, ConfigError};
@@ -624,6 +624,22 @@ async fn serve(
         handle.clone(),
         log_filter,
     ));
+    let (monitoring_stop, monitoring_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(address) = config.api.metrics_listen {
+        let listener = MonitoringListener::bind(address)
+            .await
+            .context("cannot start the metrics listener ([api] metrics_listen)")?;
+        let reader = Storage::open_reader(database).with_context(|| {
+            format!(
+                "cannot open the database {} for reading",
+                database.display()
+            )
+        })?;
+        info!(%address, "metrics listener: GET /metrics, GET /v1/status");
+        tokio::spawn(listener.serve(handle.clone(), reader, async move {
+            let _ = monitoring_stopped.await;
+        }));
+    }
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(api.serve(handle, api_reader, async move {
         let _ = api_stopped.await;
@@ -664,6 +680,7 @@ async fn serve(
     let result = service.run(shutdown).await;
     manager.stopping();
     let _ = api_stop.send(());
+    let _ = monitoring_stop.send(());
     let _ = api_task.await;
     let mut storage = result?;
     storage

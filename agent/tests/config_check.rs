@@ -115,6 +115,29 @@ fn listening_beyond_loopback_requires_an_allow_list() {
 }
 
 #[test]
+fn the_api_sections_are_checked() {
+    let error = invalid("[api]\nmetrics_listen = \"0.0.0.0:9103\"\n");
+    assert_eq!(error.key.as_deref(), Some("api.metrics_listen"));
+    assert!(error.message.contains("not a loopback address"), "{error}");
+    let error = invalid("[api]\nmetrics_listen = \"localhost\"\n");
+    assert!(error.message.contains("expected IP:port"), "{error}");
+    let error = invalid("[api]\ngroup = \"no spaces\"\n");
+    assert_eq!(error.key.as_deref(), Some("api.group"));
+    let error = invalid("[api]\nsocket = \"api.sock\"\n");
+    assert!(error.message.contains("relative path"), "{error}");
+    let error = invalid("[firmware]\ntrusted_keys = [\"/k.pem\", \"/k.pem\"]\n");
+    assert!(error.message.contains("listed twice"), "{error}");
+    let config = Config::parse(
+        "[api]\nmetrics_listen = \"[::1]:9103\"\ngroup = \"\"\n[firmware]\ntrusted_keys = [\"/etc/k.pem\"]\n",
+        "agent.toml",
+    )
+    .unwrap();
+    assert_eq!(config.api.metrics_listen.map(|a| a.port()), Some(9103));
+    assert_eq!(config.api.group, "");
+    assert_eq!(config.firmware.trusted_keys.len(), 1);
+}
+
+#[test]
 fn out_of_range_and_relative_values_are_errors() {
     let error = invalid("[packet_forwarder]\ntx_ack_timeout_ms = 0\n");
     assert!(error.message.contains("out of range"), "{error}");

@@ -392,3 +392,98 @@ fn completions_and_man_pages_cover_every_command() {
         std::fs::read_to_string(directory.path().join("fuotactl-campaign-watch.1")).unwrap();
     assert!(watch.contains("every device succeeded"), "{watch}");
 }
+
+/// One HTTP/1.1 request over TCP; the status code and body.
+fn http(address: &str, request_line: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "{request_line} HTTP/1.1\r\nHost: agent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn the_monitoring_listener_serves_metrics_and_status_and_changes_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut agent = Agent::new("");
+    let mut config = std::fs::read_to_string(&agent.config).unwrap();
+    // [api] is the configuration's last section.
+    config.push_str(&format!("metrics_listen = \"{address}\"\n"));
+    std::fs::write(&agent.config, config).unwrap();
+    agent.run();
+    agent.ok(&[
+        "device",
+        "add",
+        "--dev-eui",
+        "70b3d57ed0050001",
+        "--join-eui",
+        "70b3d57ed0050000",
+        "--app-key",
+        APP_KEY,
+        "--gen-app-key",
+        GEN_APP_KEY,
+        "--hardware-version",
+        "board-a",
+    ]);
+    let image = agent.signed_image("1.3.0");
+    let sha256 = agent.json(&["image", "import", image.to_str().unwrap()])["image"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    agent.ok(&[
+        "campaign",
+        "create",
+        "--name",
+        "m",
+        "--image",
+        &sha256,
+        "--device",
+        "70b3d57ed0050001",
+        "--start",
+    ]);
+
+    let (code, metrics) = http(&address, "GET /metrics");
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "fuota_devices 1",
+        "fuota_images 1",
+        "fuota_campaigns{state=\"running\"} 1",
+        "fuota_campaign_devices{campaign=\"1\"} 1",
+        "fuota_campaign_device_results{campaign=\"1\",status=\"in_progress\"} 1",
+        "fuota_uplinks_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|got| got == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    let (code, status) = http(&address, "GET /v1/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["devices"], 1);
+    // Read-only: nothing that changes the agent is served here.
+    let (code, _) = http(&address, "POST /v1/campaigns/1/cancel");
+    assert_eq!(code, 404);
+    let (code, _) = http(&address, "GET /v1/devices");
+    assert_eq!(code, 404);
+    assert_eq!(agent.json(&["campaign", "show", "1"])["state"], "running");
+}

@@ -17,6 +17,7 @@
 
 pub mod client;
 mod credentials;
+mod metrics;
 mod routes;
 pub mod views;
 
@@ -177,6 +178,53 @@ impl ApiListener {
             });
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The optional read-only monitoring listener on a loopback TCP address: `GET /metrics`
+/// (Prometheus) and `GET /v1/status`. It changes nothing and shows no secret, so it
+/// needs no credentials; the configuration only allows loopback addresses.
+#[derive(Debug)]
+pub struct MonitoringListener {
+    listener: tokio::net::TcpListener,
+}
+
+impl MonitoringListener {
+    /// Binds `address`.
+    pub async fn bind(address: std::net::SocketAddr) -> Result<MonitoringListener, ApiError> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ApiError::Io {
+                action: "binding the metrics listener on",
+                path: PathBuf::from(address.to_string()),
+                source,
+            })?;
+        Ok(MonitoringListener { listener })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        handle: ServiceHandle,
+        reader: Storage,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let state = routes::ApiState {
+            handle,
+            reader: Arc::new(Mutex::new(reader)),
+            started: Instant::now(),
+        };
+        if let Err(error) = axum::serve(self.listener, routes::monitoring_router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!("metrics listener: {error}");
+        }
     }
 }
 

@@ -170,6 +170,45 @@ fn campaign_id_of(text: &str) -> Result<CampaignId, Failure> {
 }
 
 async fn status(State(state): State<ApiState>) -> Answer<StatusView> {
+    Ok(Json(status_view(&state).await?))
+}
+
+/// The routes of the loopback monitoring listener: status and metrics, nothing that
+/// changes anything, nothing secret.
+pub(super) fn monitoring_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            Failure::not_found("this listener serves GET /metrics and GET /v1/status only")
+        })
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<ApiState>) -> Result<Response, Failure> {
+    let status = status_view(&state).await?;
+    let campaigns = {
+        let reader = state.reader();
+        let campaigns = reader.campaigns()?;
+        campaigns
+            .iter()
+            .filter(|campaign| campaign.state.is_active())
+            .map(|campaign| campaign_summary(&reader, campaign))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let text = super::metrics::render(&status, &campaigns)
+        .map_err(|error| Failure::internal(format!("encoding the metrics: {error}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn status_view(state: &ApiState) -> Result<StatusView, Failure> {
     let loop_status = ask(&state.handle, |reply| {
         ServiceCommand::Operation(Operation::Status(reply))
     })
@@ -181,7 +220,7 @@ async fn status(State(state): State<ApiState>) -> Answer<StatusView> {
         *campaigns.entry(campaign.state).or_default() += 1;
     }
     let counters = loop_status.counters;
-    Ok(Json(StatusView {
+    Ok(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_s: state.started.elapsed().as_secs(),
         database: reader.path().display().to_string(),
@@ -195,6 +234,7 @@ async fn status(State(state): State<ApiState>) -> Answer<StatusView> {
             tx_ack_errors: counters.tx_ack_errors,
             answers_lost: counters.answers_lost,
         },
+        tx_ack_errors_by_kind: loop_status.tx_ack_errors_by_kind,
         gateways: loop_status
             .gateways
             .into_iter()
@@ -211,7 +251,7 @@ async fn status(State(state): State<ApiState>) -> Answer<StatusView> {
                     .collect(),
             })
             .collect(),
-    }))
+    })
 }
 
 fn device_view(reader: &Storage, device: Device) -> Result<DeviceView, Failure> {

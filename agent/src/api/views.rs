@@ -28,6 +28,8 @@ pub struct StatusView {
     pub campaigns: BTreeMap<CampaignState, usize>,
     /// Traffic since start.
     pub counters: CountersView,
+    /// TX_ACK errors since start by the gateway's error name.
+    pub tx_ack_errors_by_kind: BTreeMap<String, u64>,
     /// Gateways heard since start.
     pub gateways: Vec<GatewayView>,
 }

@@ -111,6 +111,9 @@ pub struct ApiConfig {
     /// `group`: members of this group (and root) may use the API; empty: root and the
     /// agent's own user only.
     pub group: String,
+    /// `metrics_listen`: loopback TCP address of the read-only status and Prometheus
+    /// metrics listener; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ApiConfig {
@@ -118,6 +121,7 @@ impl Default for ApiConfig {
         ApiConfig {
             socket: PathBuf::from(DEFAULT_API_SOCKET),
             group: DEFAULT_API_GROUP.to_string(),
+            metrics_listen: None,
         }
     }
 }
@@ -258,6 +262,7 @@ struct RawFirmware {
 struct RawApi {
     socket: Option<Spanned<PathBuf>>,
     group: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -397,6 +402,28 @@ impl RawApi {
                 ));
             }
             config.group = name.to_string();
+        }
+        if let Some(listen) = self.metrics_listen {
+            let text = listen.get_ref().trim();
+            if !text.is_empty() {
+                let address: SocketAddr = text.parse().map_err(|_| {
+                    (
+                        listen.span(),
+                        format!("invalid address {text:?}: expected IP:port, e.g. \"127.0.0.1:9103\", or \"\" for off"),
+                    )
+                })?;
+                if !address.ip().is_loopback() {
+                    return Err((
+                        listen.span(),
+                        format!(
+                            "{address} is not a loopback address: the metrics listener has no \
+                             authentication, so it only listens on this host (use 127.0.0.1 or ::1, \
+                             and a reverse proxy or SSH tunnel to reach it from elsewhere)"
+                        ),
+                    ));
+                }
+                config.metrics_listen = Some(address);
+            }
         }
         Ok(config)
     }

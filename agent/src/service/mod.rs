@@ -240,6 +240,7 @@ pub struct Service<T: Transport> {
     send_results_tx: mpsc::UnboundedSender<SendResult>,
     send_results: mpsc::UnboundedReceiver<SendResult>,
     counters: ServiceCounters,
+    tx_ack_errors_by_kind: std::collections::BTreeMap<String, u64>,
     heartbeat: Option<Box<dyn FnMut() + Send>>,
     campaigns: Option<CampaignEngine>,
     campaign_runtime: campaigns::CampaignRuntime,
@@ -300,6 +301,7 @@ impl<T: Transport> Service<T> {
             send_results_tx,
             send_results,
             counters: ServiceCounters::default(),
+            tx_ack_errors_by_kind: std::collections::BTreeMap::new(),
             heartbeat: None,
             campaigns: None,
             campaign_runtime: campaigns::CampaignRuntime::default(),
@@ -816,6 +818,10 @@ impl<T: Transport> Service<T> {
         }
         if let TxAckOutcome::Rejected(error) = &outcome {
             self.counters.tx_ack_errors += 1;
+            *self
+                .tx_ack_errors_by_kind
+                .entry(error.as_wire().to_string())
+                .or_default() += 1;
             let dev_eui = self.outgoing.get(&id).and_then(|outgoing| outgoing.dev_eui);
             let mut event = NewEvent::new(self.clock.wall_now(), EventKind::TxAckError)
                 .gateway(gateway)

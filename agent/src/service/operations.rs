@@ -110,6 +110,8 @@ impl From<CacheError> for OperationError {
 pub struct ServiceStatus {
     /// Traffic counters since start.
     pub counters: ServiceCounters,
+    /// TX_ACK errors since start by the gateway's error name (TOO_LATE, ...).
+    pub tx_ack_errors_by_kind: std::collections::BTreeMap<String, u64>,
     /// Gateways heard since start, with their transmitters' duty-cycle use.
     pub gateways: Vec<GatewayStatus>,
 }
@@ -182,6 +184,7 @@ impl<T: Transport> Service<T> {
             .collect();
         ServiceStatus {
             counters: self.counters,
+            tx_ack_errors_by_kind: self.tx_ack_errors_by_kind.clone(),
             gateways,
         }
     }
