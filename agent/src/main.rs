@@ -133,6 +133,10 @@ struct SimulateArgs {
     /// half an hour in).
     #[arg(long, value_name = "AT_S:DELTA_S", value_parser = parse_clock_step)]
     clock_step: Option<(u64, i64)>,
+    /// Run the agent's production Semtech UDP transport on loopback, the simulated
+    /// gateway talking to it over a real socket (slower; proves the UDP path).
+    #[arg(long)]
+    udp: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -302,6 +306,7 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         clock_step: args.clock_step,
         seed: args.seed,
         heartbeat_s: args.heartbeat_s,
+        udp: args.udp,
         ..SimulationConfig::default()
     };
     match simulator::simulate(&config, &mut |_| {}) {

@@ -41,6 +41,35 @@ fn every_node_is_updated_and_confirmed_across_loss_rates() {
 }
 
 #[test]
+fn the_same_campaign_runs_over_the_real_udp_transport_on_loopback() {
+    // The agent's production Semtech UDP transport, the simulated gateway behind a real
+    // socket: every uplink a PUSH_DATA, every downlink a PULL_RESP and its TX_ACK.
+    let in_memory = simulate(&small(8, vec![0, 10, 20], 11), &mut |_| {}).unwrap();
+    let over_udp = simulate(
+        &SimulationConfig {
+            udp: true,
+            ..small(8, vec![0, 10, 20], 11)
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(over_udp.finished, "{over_udp:?}");
+    assert_eq!(
+        over_udp.results.get(&DeviceStatus::Successful),
+        Some(&8),
+        "{over_udp:?}"
+    );
+    assert_eq!(over_udp.nodes_confirmed, 8);
+    assert!(over_udp.multicast_frames >= u64::from(over_udp.fragments));
+    // The link is transparent: the same decisions as in memory.
+    assert_eq!(over_udp.results, in_memory.results);
+    assert_eq!(
+        over_udp.downlinks, in_memory.downlinks,
+        "{over_udp:?}\n{in_memory:?}"
+    );
+}
+
+#[test]
 fn a_clock_step_mid_campaign_does_not_move_the_sessions() {
     // NTP corrects the gateway's clock by an hour, forwards or backwards, during the
     // setup and during the Class C session: the campaign runs as without the step.

@@ -4,6 +4,10 @@
 //! handed to the gateway is checked like a concentrator does (one transmission at a
 //! time: an overlap is refused `COLLISION_PACKET`; a `tmst` already past is `TOO_LATE`),
 //! given its airtime, and put on the air, where the nodes hear it at its end.
+//!
+//! [`udp_gateway`] puts the same gateway behind a real Semtech UDP link instead: the
+//! agent then runs its production transport (`UdpPacketForwarder`) on loopback, and
+//! every uplink, PULL_RESP and TX_ACK crosses a socket as it does on a gateway.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -196,6 +200,76 @@ pub fn packet_forwarder(clock: VirtualClock, region: Region) -> (SimTransport, A
     )
 }
 
+/// GWMP datagram kinds.
+const PUSH_DATA: u8 = 0x00;
+const PULL_DATA: u8 = 0x02;
+const PULL_RESP: u8 = 0x03;
+const TX_ACK: u8 = 0x05;
+
+#[derive(serde::Deserialize)]
+struct PullRespBody {
+    txpk: TxPk,
+}
+
+/// The simulated gateway behind a real Semtech UDP link to the agent at `agent`: the
+/// nodes' uplinks (from `uplinks`) leave as PUSH_DATA; PULL_DATA keeps the downlink path
+/// open; each PULL_RESP goes to the simulated transmitter (`downlinks`), and its verdict
+/// goes back as TX_ACK. Runs until `uplinks` closes.
+pub async fn udp_gateway(
+    agent: std::net::SocketAddr,
+    gateway: GatewayEui,
+    mut uplinks: mpsc::UnboundedReceiver<GatewayEvent>,
+    downlinks: SimDownlinks,
+) -> std::io::Result<()> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.connect(agent).await?;
+    let mut token: u16 = 0;
+    let datagram = |token: u16, kind: u8, body: &[u8]| {
+        let mut datagram = vec![2, (token >> 8) as u8, token as u8, kind];
+        datagram.extend_from_slice(&gateway.to_bytes());
+        datagram.extend_from_slice(body);
+        datagram
+    };
+    let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            uplink = uplinks.recv() => {
+                let Some(event) = uplink else { return Ok(()) };
+                let GatewayEvent::Uplink(uplink) = event else { continue };
+                let body = serde_json::json!({ "rxpk": [uplink.rxpk] });
+                token = token.wrapping_add(1);
+                socket.send(&datagram(token, PUSH_DATA, body.to_string().as_bytes())).await?;
+            }
+            _ = keepalive.tick() => {
+                token = token.wrapping_add(1);
+                socket.send(&datagram(token, PULL_DATA, b"")).await?;
+            }
+            received = socket.recv(&mut buffer) => {
+                let length = received?;
+                let packet = &buffer[..length];
+                if length < 4 || packet[3] != PULL_RESP {
+                    continue; // PUSH_ACK, PULL_ACK
+                }
+                let answer_token = u16::from_be_bytes([packet[1], packet[2]]);
+                // From the bytes: TxPk's data rate borrows its text.
+                let txpk = serde_json::from_slice::<PullRespBody>(&packet[4..])
+                    .ok()
+                    .map(|body| body.txpk);
+                let error = match txpk {
+                    Some(txpk) => match downlinks.transmit(&txpk) {
+                        TxAckOutcome::Accepted | TxAckOutcome::AcceptedWithAdjustedPower { .. } => "NONE".to_string(),
+                        TxAckOutcome::Rejected(error) => error.as_wire().to_string(),
+                    },
+                    None => "SEND_FAIL".to_string(),
+                };
+                let body = serde_json::json!({ "txpk_ack": { "error": error } });
+                socket.send(&datagram(answer_token, TX_ACK, body.to_string().as_bytes())).await?;
+            }
+        }
+    }
+}
+
 /// The region's index of a LoRa data rate (255 if it has none).
 pub fn data_rate_index(region: &Region, spreading_factor: u8, bandwidth_hz: u32) -> u8 {
     (0..16u8)
@@ -215,4 +289,55 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn trace_air() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *TRACE.get_or_init(|| std::env::var_os("FUOTA_SIM_TRACE_AIR").is_some())
+}
+
+/// The agent's link to the simulated gateway: in memory, or its production Semtech UDP
+/// transport on loopback with [`udp_gateway`] at the other end.
+pub enum SimulatedLink {
+    /// [`SimTransport`].
+    Memory(SimTransport),
+    /// The agent's UDP transport.
+    Udp(crate::packet_forwarder::UdpPacketForwarder),
+}
+
+/// The downlink side of a [`SimulatedLink`].
+#[derive(Clone)]
+pub enum SimulatedLinkDownlinks {
+    /// In memory.
+    Memory(SimDownlinks),
+    /// Over UDP.
+    Udp(<crate::packet_forwarder::UdpPacketForwarder as Transport>::Downlinks),
+}
+
+impl DownlinkSender for SimulatedLinkDownlinks {
+    async fn send_downlink(
+        &self,
+        gateway: GatewayEui,
+        txpk: TxPk,
+    ) -> Result<TxAckOutcome, DownlinkError> {
+        match self {
+            SimulatedLinkDownlinks::Memory(downlinks) => {
+                downlinks.send_downlink(gateway, txpk).await
+            }
+            SimulatedLinkDownlinks::Udp(downlinks) => downlinks.send_downlink(gateway, txpk).await,
+        }
+    }
+}
+
+impl Transport for SimulatedLink {
+    type Downlinks = SimulatedLinkDownlinks;
+
+    async fn recv(&mut self) -> Option<GatewayEvent> {
+        match self {
+            SimulatedLink::Memory(link) => link.recv().await,
+            SimulatedLink::Udp(link) => link.recv().await,
+        }
+    }
+
+    fn downlinks(&self) -> SimulatedLinkDownlinks {
+        match self {
+            SimulatedLink::Memory(link) => SimulatedLinkDownlinks::Memory(link.downlinks()),
+            SimulatedLink::Udp(link) => SimulatedLinkDownlinks::Udp(link.downlinks()),
+        }
+    }
 }

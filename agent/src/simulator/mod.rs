@@ -78,6 +78,9 @@ pub struct SimulationConfig {
     /// The gateway's system wall clock steps by `.1` seconds `.0` seconds into the run
     /// (NTP correcting an offline gateway's clock when the backhaul returns).
     pub clock_step: Option<(u64, i64)>,
+    /// Run the agent's production Semtech UDP transport on loopback, the simulated
+    /// gateway at the other end of a real socket (the default is in memory).
+    pub udp: bool,
 }
 
 impl Default for SimulationConfig {
@@ -93,6 +96,7 @@ impl Default for SimulationConfig {
             heartbeat_s: 60,
             time_limit_s: 48 * 3600,
             clock_step: None,
+            udp: false,
         }
     }
 }
@@ -357,10 +361,35 @@ async fn run(
     )
     .map_err(setup("campaign engine"))?;
     let clock = VirtualClock::new(start);
-    let (transport, mut air) = air::packet_forwarder(
+    let (memory_link, mut air) = air::packet_forwarder(
         clock.clone(),
         Region::new(config.region, RegionOptions::default()),
     );
+    let transport = if config.udp {
+        // The production transport on loopback; the simulated gateway reaches it over a
+        // socket, and the nodes' uplinks go through the gateway instead of straight in.
+        let udp = crate::packet_forwarder::UdpPacketForwarder::bind(
+            &crate::config::PacketForwarderConfig {
+                bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                gateway_euis: vec![GatewayEui::from(GATEWAY)],
+                tx_ack_timeout: Duration::from_secs(2),
+            },
+            Arc::new(clock.clone()),
+        )
+        .await
+        .map_err(setup("the UDP transport"))?;
+        let (uplinks_tx, uplinks) = tokio::sync::mpsc::unbounded_channel();
+        air.to_service = uplinks_tx;
+        tokio::spawn(air::udp_gateway(
+            udp.local_address(),
+            GatewayEui::from(GATEWAY),
+            uplinks,
+            air.downlinks.clone(),
+        ));
+        air::SimulatedLink::Udp(udp)
+    } else {
+        air::SimulatedLink::Memory(memory_link)
+    };
     let settings = ServiceSettings {
         region: Region::new(config.region, RegionOptions::default()),
         // The nodes are provisioned with RX2 at SF9 (DR3) on 869.525 MHz, as large
