@@ -133,6 +133,10 @@ struct SimulateArgs {
     /// half an hour in).
     #[arg(long, value_name = "AT_S:DELTA_S", value_parser = parse_clock_step)]
     clock_step: Option<(u64, i64)>,
+    /// Bursty loss: frames are lost in bursts of this many on average (a two-state
+    /// channel per node with the same long-run loss); default: independent losses.
+    #[arg(long, value_name = "FRAMES")]
+    burst_length: Option<u32>,
     /// Run the agent's production Semtech UDP transport on loopback, the simulated
     /// gateway talking to it over a real socket (slower; proves the UDP path).
     #[arg(long)]
@@ -307,6 +311,7 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         seed: args.seed,
         heartbeat_s: args.heartbeat_s,
         udp: args.udp,
+        burst_length: args.burst_length,
         ..SimulationConfig::default()
     };
     match simulator::simulate(&config, &mut |_| {}) {

@@ -70,6 +70,34 @@ fn the_same_campaign_runs_over_the_real_udp_transport_on_loopback() {
 }
 
 #[test]
+fn a_small_image_reaches_every_node_through_bursty_loss() {
+    // Losses in bursts of 6 frames on average (up to 30 % in the long run): the repair
+    // rounds, sized from what the nodes report missing, still complete every block.
+    let bursty = simulate(
+        &SimulationConfig {
+            burst_length: Some(6),
+            ..small(8, vec![10, 20, 30], 2)
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        bursty.results.get(&DeviceStatus::Successful),
+        Some(&8),
+        "{bursty:?}"
+    );
+    assert_eq!(bursty.nodes_confirmed, 8);
+    // Bursts cost more air than the same loss spread out.
+    let independent = simulate(&small(8, vec![10, 20, 30], 2), &mut |_| {}).unwrap();
+    assert!(
+        bursty.multicast_frames > independent.multicast_frames,
+        "bursty {} vs independent {}",
+        bursty.multicast_frames,
+        independent.multicast_frames
+    );
+}
+
+#[test]
 fn a_clock_step_mid_campaign_does_not_move_the_sessions() {
     // NTP corrects the gateway's clock by an hour, forwards or backwards, during the
     // setup and during the Class C session: the campaign runs as without the step.
@@ -117,6 +145,10 @@ fn impossible_settings_are_refused_with_the_reason() {
     too_big.image_size = 200 * 1024;
     let error = simulate(&too_big, &mut |_| {}).unwrap_err();
     assert!(error.to_string().contains("--image-size"), "{error}");
+    let mut endless_bursts = small(2, vec![10], 1);
+    endless_bursts.burst_length = Some(0);
+    let error = simulate(&endless_bursts, &mut |_| {}).unwrap_err();
+    assert!(error.to_string().contains("--burst-length"), "{error}");
 }
 
 #[test]

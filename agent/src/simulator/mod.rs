@@ -78,6 +78,10 @@ pub struct SimulationConfig {
     /// The gateway's system wall clock steps by `.1` seconds `.0` seconds into the run
     /// (NTP correcting an offline gateway's clock when the backhaul returns).
     pub clock_step: Option<(u64, i64)>,
+    /// Bursty loss: frames are lost in bursts of this many frames on average (a
+    /// Gilbert-Elliott channel per node whose long-run loss is the node's percentage);
+    /// `None`: each frame is lost independently.
+    pub burst_length: Option<u32>,
     /// Run the agent's production Semtech UDP transport on loopback, the simulated
     /// gateway at the other end of a real socket (the default is in memory).
     pub udp: bool,
@@ -96,6 +100,7 @@ impl Default for SimulationConfig {
             heartbeat_s: 60,
             time_limit_s: 48 * 3600,
             clock_step: None,
+            burst_length: None,
             udp: false,
         }
     }
@@ -210,6 +215,14 @@ pub fn simulate(
             "--loss: percentages from 0 to 95".into(),
         ));
     }
+    if config
+        .burst_length
+        .is_some_and(|length| !(1..=1000).contains(&length))
+    {
+        return Err(SimulationError::Invalid(
+            "--burst-length: 1 to 1000 frames".into(),
+        ));
+    }
     if config.image_size == 0 || config.image_size > 90 * 1024 {
         return Err(SimulationError::Invalid(format!(
             "--image-size {} (1 to 92160 bytes: the node's slot)",
@@ -253,11 +266,66 @@ const RX_WINDOWS_CLOSED_US: u64 = 2_200_000;
 const SLOTS_PER_SECOND: u64 = 20;
 const SLOT: Duration = Duration::from_millis(1_000 / SLOTS_PER_SECOND);
 
+/// A node's radio channel: independent losses, or a two-state (Gilbert-Elliott) channel
+/// that loses every frame while in its bad state.
+#[derive(Debug, Clone, Copy)]
+enum Channel {
+    Independent,
+    Bursty {
+        /// In the bad state now.
+        bad: bool,
+        /// Chance per frame, in millionths, of going bad, and of recovering.
+        to_bad_ppm: u64,
+        to_good_ppm: u64,
+    },
+}
+
+impl Channel {
+    /// A channel losing `loss_percent` of the frames in the long run, in bursts of
+    /// `burst_length` frames on average when given.
+    fn new(loss_percent: u8, burst_length: Option<u32>) -> Channel {
+        match burst_length {
+            Some(length) if loss_percent > 0 => {
+                // Bad state: mean stay 1/r = length frames; stationary share of bad
+                // p / (p + r) = loss, so p = loss * r / (1 - loss).
+                let to_good_ppm = 1_000_000 / u64::from(length.max(1));
+                let loss = u64::from(loss_percent);
+                let to_bad_ppm = (loss * to_good_ppm / (100 - loss).max(1)).min(1_000_000);
+                Channel::Bursty {
+                    bad: false,
+                    to_bad_ppm,
+                    to_good_ppm,
+                }
+            }
+            _ => Channel::Independent,
+        }
+    }
+
+    /// Whether the next frame is lost.
+    fn lost(&mut self, rng: &mut Rng, loss_percent: u8) -> bool {
+        match self {
+            Channel::Independent => rng.percent_below(loss_percent),
+            Channel::Bursty {
+                bad,
+                to_bad_ppm,
+                to_good_ppm,
+            } => {
+                let flip = if *bad { *to_good_ppm } else { *to_bad_ppm };
+                if rng.next() % 1_000_000 < flip {
+                    *bad = !*bad;
+                }
+                *bad
+            }
+        }
+    }
+}
+
 struct SimDevice {
     node: SimNode,
     /// Its slot in each second.
     phase: u64,
     loss_percent: u8,
+    channel_model: Channel,
     next_heartbeat_ms: u64,
     last_uplink_us: Option<u64>,
     channel: usize,
@@ -346,6 +414,10 @@ async fn run(
             node,
             phase: rng.next() % SLOTS_PER_SECOND,
             loss_percent: config.loss_percent[n % config.loss_percent.len()],
+            channel_model: Channel::new(
+                config.loss_percent[n % config.loss_percent.len()],
+                config.burst_length,
+            ),
             // Spread over the first heartbeat period.
             next_heartbeat_ms: 1_000 + rng.next() % (config.heartbeat_s.max(1) * 1_000),
             last_uplink_us: None,
@@ -610,7 +682,7 @@ fn deliver(
         if !listening && !in_rx_window {
             continue;
         }
-        if rng.percent_below(device.loss_percent) {
+        if device.channel_model.lost(rng, device.loss_percent) {
             continue;
         }
         if in_rx_window
@@ -693,7 +765,7 @@ fn step_devices<'d>(
         // Its next uplinks fall in another slot of the second.
         device.phase = rng.next() % SLOTS_PER_SECOND;
         device.channel = (device.channel + 1) % UPLINK_CHANNELS_HZ.len();
-        if rng.percent_below(device.loss_percent) {
+        if device.channel_model.lost(rng, device.loss_percent) {
             continue;
         }
         let rxpk = RxPk::V1(RxPkV1 {
@@ -764,4 +836,45 @@ fn trace(device: &SimDevice) -> bool {
         .get_or_init(|| std::env::var("FUOTA_SIM_TRACE").ok())
         .as_deref()
         .is_some_and(|eui| eui.eq_ignore_ascii_case(&device.node.identity.dev_eui.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long-run loss and mean burst length of a channel over many frames.
+    fn measure(mut channel: Channel, loss_percent: u8) -> (f64, f64) {
+        let mut rng = Rng(7);
+        let frames = 400_000;
+        let (mut lost, mut bursts, mut previous) = (0u64, 0u64, false);
+        for _ in 0..frames {
+            let now = channel.lost(&mut rng, loss_percent);
+            if now {
+                lost += 1;
+                if !previous {
+                    bursts += 1;
+                }
+            }
+            previous = now;
+        }
+        (
+            lost as f64 * 100.0 / f64::from(frames),
+            lost as f64 / bursts.max(1) as f64,
+        )
+    }
+
+    #[test]
+    fn a_bursty_channel_keeps_the_loss_rate_and_loses_in_bursts() {
+        let (loss, burst) = measure(Channel::new(20, Some(8)), 20);
+        assert!((loss - 20.0).abs() < 1.5, "loss {loss}");
+        assert!((burst - 8.0).abs() < 1.0, "burst {burst}");
+        let (loss, burst) = measure(Channel::new(20, None), 20);
+        assert!((loss - 20.0).abs() < 1.0, "loss {loss}");
+        assert!(
+            burst < 1.5,
+            "independent losses come one or two at a time: {burst}"
+        );
+        let (loss, _) = measure(Channel::new(0, Some(8)), 0);
+        assert_eq!(loss, 0.0);
+    }
 }
