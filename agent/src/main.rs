@@ -114,7 +114,7 @@ struct SimulateArgs {
     /// Size of the new firmware's body, bytes.
     #[arg(long, default_value_t = 24 * 1024)]
     image_size: usize,
-    /// Region (EU868 only so far).
+    /// Region: EU868, US915 (sub-band 2), AS923, AS923-2, AS923-3 or AS923-4.
     #[arg(long, default_value = "EU868")]
     region: String,
     /// Data rate of the multicast session (default: the plan's).
@@ -293,10 +293,13 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
                 .try_init();
         }
     }
-    let region = match args.region.to_ascii_uppercase().as_str() {
-        "EU868" => fuota_agent::lorawan::region::RegionName::Eu868,
-        other => {
-            eprintln!("error: --region {other}: the simulator runs EU868 only so far");
+    let region: fuota_agent::lorawan::region::RegionName = match args.region.parse() {
+        Ok(region) => region,
+        Err(error) => {
+            eprintln!(
+                "error: --region {}: {error} (EU868, US915, AS923, AS923-2, AS923-3, AS923-4)",
+                args.region
+            );
             return ExitCode::from(2);
         }
     };

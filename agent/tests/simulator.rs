@@ -98,6 +98,30 @@ fn a_small_image_reaches_every_node_through_bursty_loss() {
 }
 
 #[test]
+fn campaigns_run_in_us915_and_as923_as_in_eu868() {
+    use fuota_agent::lorawan::region::RegionName;
+    for region in [RegionName::Us915, RegionName::As923_2] {
+        let report = simulate(
+            &SimulationConfig {
+                region,
+                ..small(6, vec![0, 10, 20], 5)
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            report.results.get(&DeviceStatus::Successful),
+            Some(&6),
+            "{region:?}: {report:?}"
+        );
+        assert_eq!(report.nodes_confirmed, 6, "{region:?}");
+        // Each region's own Class C channel: US915 at DR8 (SF12, 500 kHz), AS923 DR2.
+        let expected_dr = if region == RegionName::Us915 { 8 } else { 2 };
+        assert_eq!(report.data_rate, expected_dr, "{region:?}");
+    }
+}
+
+#[test]
 fn a_clock_step_mid_campaign_does_not_move_the_sessions() {
     // NTP corrects the gateway's clock by an hour, forwards or backwards, during the
     // setup and during the Class C session: the campaign runs as without the step.
@@ -174,9 +198,13 @@ fn simulate_prints_the_report_as_json() {
     assert!(report["multicast_airtime_s"].as_f64().unwrap() > 0.0);
 
     let refused = Command::new(env!("CARGO_BIN_EXE_fuota-agent"))
-        .args(["simulate", "--region", "AS923"])
+        .args(["simulate", "--region", "EU433"])
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("EU868 only"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--region EU433") && stderr.contains("US915"),
+        "{stderr}"
+    );
 }

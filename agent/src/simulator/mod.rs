@@ -45,12 +45,24 @@ pub const HARDWARE_VERSION: u32 = 0x0001_0203;
 const HARDWARE_NAME: &str = "stm32wl55-sim";
 /// Virtual start: 2026-06-01T00:00:00Z.
 const START_UNIX_S: i64 = 1_780_272_000;
-/// RX2 data rate of the simulated network (EU868 DR3, SF9).
+/// RX2 data rate of the simulated EU868 network (DR3, SF9).
 const SIMULATED_RX2_DATA_RATE: u8 = 3;
 /// The simulated gateway.
 const GATEWAY: u64 = 0x0016_c001_ff10_0001;
-/// Uplink channels the nodes hop over (EU868 default channels).
-const UPLINK_CHANNELS_HZ: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+/// The 125 kHz uplink channels the nodes hop over: the region's default channels
+/// (US915: sub-band 2, channels 8 to 15, as most US915 gateways are set up).
+fn uplink_channels(region: &Region) -> Vec<u32> {
+    let channels = if region.name() == RegionName::Us915 {
+        region.sub_band_channels(2).unwrap_or_default()
+    } else {
+        region.default_uplink_channels()
+    };
+    channels
+        .into_iter()
+        .filter(|channel| channel.min_dr == 0)
+        .map(|channel| channel.frequency_hz)
+        .collect()
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -385,6 +397,7 @@ async fn run(
             gen_app_key: key(3),
             hardware_version: HARDWARE_VERSION,
             trusted_keys: vec![trusted.clone()],
+            region: config.region,
         };
         let mut device = Device::new(
             identity.dev_eui,
@@ -421,7 +434,7 @@ async fn run(
             // Spread over the first heartbeat period.
             next_heartbeat_ms: 1_000 + rng.next() % (config.heartbeat_s.max(1) * 1_000),
             last_uplink_us: None,
-            channel: n % UPLINK_CHANNELS_HZ.len(),
+            channel: n,
             uplinks: 0,
         });
     }
@@ -464,11 +477,12 @@ async fn run(
     };
     let settings = ServiceSettings {
         region: Region::new(config.region, RegionOptions::default()),
-        // The nodes are provisioned with RX2 at SF9 (DR3) on 869.525 MHz, as large
+        // EU868 nodes are provisioned with RX2 at SF9 (DR3) on 869.525 MHz, as large
         // networks do: at the default SF12, every RX2 answer holds the transmitter for
         // 1.3 s and blocks the next node's RX1, and a busy cell never gets out of RX2.
+        // Elsewhere the region's RX2 (US915: SF12 at 500 kHz, already short).
         network_server: NetworkServerSettings {
-            rx2: Some(RxWindow {
+            rx2: (config.region == RegionName::Eu868).then_some(RxWindow {
                 frequency_hz: 869_525_000,
                 data_rate: SIMULATED_RX2_DATA_RATE,
             }),
@@ -508,6 +522,13 @@ async fn run(
         .campaign_request(CampaignRequest::Start(id))
         .map_err(|error| SimulationError::Agent(error.to_string()))?;
 
+    let channels_hz = uplink_channels(&Region::new(config.region, RegionOptions::default()));
+    if channels_hz.is_empty() {
+        return Err(SimulationError::Invalid(format!(
+            "--region {}: no 125 kHz uplink channel",
+            config.region.as_str()
+        )));
+    }
     let started = tokio::time::Instant::now();
     let limit = Duration::from_secs(config.time_limit_s);
     let gateway = GatewayEui::from(GATEWAY);
@@ -575,6 +596,7 @@ async fn run(
                 now_us,
                 &clock,
                 config.heartbeat_s,
+                &channels_hz,
             )?;
             let elapsed_s = now_ms / 1_000;
             if let Some((at_s, delta_s)) = config.clock_step {
@@ -721,6 +743,7 @@ fn step_devices<'d>(
     now_us: u64,
     clock: &VirtualClock,
     heartbeat_s: u64,
+    channels_hz: &[u32],
 ) -> Result<(), SimulationError> {
     for device in devices {
         device
@@ -764,7 +787,7 @@ fn step_devices<'d>(
         device.last_uplink_us = Some(now_us);
         // Its next uplinks fall in another slot of the second.
         device.phase = rng.next() % SLOTS_PER_SECOND;
-        device.channel = (device.channel + 1) % UPLINK_CHANNELS_HZ.len();
+        device.channel = (device.channel + 1) % channels_hz.len();
         if device.channel_model.lost(rng, device.loss_percent) {
             continue;
         }
@@ -776,7 +799,7 @@ fn step_devices<'d>(
             datr: "SF7BW125"
                 .parse()
                 .map_err(|_| SimulationError::Agent("data rate".into()))?,
-            freq: f64::from(UPLINK_CHANNELS_HZ[device.channel]) / 1e6,
+            freq: f64::from(channels_hz[device.channel % channels_hz.len()]) / 1e6,
             lsnr: 7.0,
             modu: semtech_udp::Modulation::LORA,
             rfch: 0,

@@ -145,7 +145,7 @@ impl Platform for Board {
     type FecLog = Area;
     type Store = Store;
     type Rng = SeededRng;
-    type Region = Eu868;
+    type Region = SimRegion;
     type Updater = HandOver;
 }
 
@@ -173,6 +173,32 @@ pub struct NodeIdentity {
     pub hardware_version: u32,
     /// The keys the bootloader and the node accept images from.
     pub trusted_keys: Vec<TrustedKey>,
+    /// The region whose channel rules the node applies.
+    pub region: crate::lorawan::region::RegionName,
+}
+
+/// The node's region rules, chosen at run time from the simulated network's region.
+#[derive(Debug, Clone, Copy)]
+pub struct SimRegion(crate::lorawan::region::RegionName);
+
+impl fuota_node::RegionCheck for SimRegion {
+    fn is_valid_downlink_frequency(&self, frequency_hz: u32) -> bool {
+        use crate::lorawan::region::RegionName;
+        match self.0 {
+            RegionName::Eu868 => Eu868.is_valid_downlink_frequency(frequency_hz),
+            RegionName::Us915 => fuota_node::Us915.is_valid_downlink_frequency(frequency_hz),
+            _ => fuota_node::As923.is_valid_downlink_frequency(frequency_hz),
+        }
+    }
+
+    fn is_valid_downlink_data_rate(&self, data_rate: u8) -> bool {
+        use crate::lorawan::region::RegionName;
+        match self.0 {
+            RegionName::Eu868 => Eu868.is_valid_downlink_data_rate(data_rate),
+            RegionName::Us915 => fuota_node::Us915.is_valid_downlink_data_rate(data_rate),
+            _ => fuota_node::As923.is_valid_downlink_data_rate(data_rate),
+        }
+    }
 }
 
 /// A downlink the node's MAC accepted, for the node core.
@@ -299,7 +325,7 @@ impl SimNode {
             },
             self.store.clone(),
             SeededRng(self.seed),
-            Eu868,
+            SimRegion(self.identity.region),
             HandOver {
                 chip: self.chip.clone(),
             },

@@ -96,8 +96,9 @@ pub use node::{FuotaNode, MulticastReceived, NodeParts, NodeStats, StartReport, 
 pub use outbox::{Action, Uplink, UplinkPayload};
 pub use persistence::StateRecordError;
 pub use platform::{
-    ErasableRegion, Eu868, PendingUpdate, Platform, RamSessionStore, RamStoreError, RandomSource,
-    RegionCheck, SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN, STATE_RECORD_MAX_LEN,
+    As923, ErasableRegion, Eu868, PendingUpdate, Platform, RamSessionStore, RamStoreError,
+    RandomSource, RegionCheck, SessionStore, UpdateAgent, Us915, FRAGMENT_RECORD_LEN,
+    STATE_RECORD_MAX_LEN,
 };
 pub use report::{DownlinkReport, PackageReport};
 pub use time::{DeviceClock, Instant};

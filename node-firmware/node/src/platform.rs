@@ -69,6 +69,37 @@ impl RegionCheck for Eu868 {
     }
 }
 
+/// US902-928: Class C and multicast downlinks on the eight 500 kHz downlink channels
+/// (923.3 MHz + 600 kHz × n, n = 0..7), data rates DR8 to DR13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Us915;
+
+impl RegionCheck for Us915 {
+    fn is_valid_downlink_frequency(&self, frequency_hz: u32) -> bool {
+        (923_300_000..=927_500_000).contains(&frequency_hz)
+            && (frequency_hz - 923_300_000).is_multiple_of(600_000)
+    }
+
+    fn is_valid_downlink_data_rate(&self, data_rate: u8) -> bool {
+        (8..=13).contains(&data_rate)
+    }
+}
+
+/// AS923 (groups 1 to 4 together): downlinks from 915 to 928 MHz, data rates DR0 to
+/// DR7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct As923;
+
+impl RegionCheck for As923 {
+    fn is_valid_downlink_frequency(&self, frequency_hz: u32) -> bool {
+        (915_000_000..=928_000_000).contains(&frequency_hz)
+    }
+
+    fn is_valid_downlink_data_rate(&self, data_rate: u8) -> bool {
+        data_rate <= 7
+    }
+}
+
 /// A verified image the bootloader is asked to install at the next reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingUpdate {
@@ -257,6 +288,29 @@ pub trait Platform {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn each_region_accepts_its_own_class_c_channels_only() {
+        assert!(Eu868.is_valid_downlink_frequency(869_525_000));
+        assert!(!Eu868.is_valid_downlink_frequency(923_300_000));
+        assert!(Us915.is_valid_downlink_frequency(923_300_000));
+        assert!(Us915.is_valid_downlink_frequency(927_500_000));
+        assert!(
+            !Us915.is_valid_downlink_frequency(923_400_000),
+            "between channels"
+        );
+        assert!(!Us915.is_valid_downlink_frequency(869_525_000));
+        assert!(Us915.is_valid_downlink_data_rate(8) && Us915.is_valid_downlink_data_rate(13));
+        assert!(
+            !Us915.is_valid_downlink_data_rate(3),
+            "an uplink-only data rate"
+        );
+        assert!(As923.is_valid_downlink_frequency(923_200_000));
+        assert!(As923.is_valid_downlink_frequency(916_600_000), "AS923-3");
+        assert!(!As923.is_valid_downlink_frequency(868_100_000));
+        assert!(As923.is_valid_downlink_data_rate(2) && !As923.is_valid_downlink_data_rate(8));
+    }
+
     use super::*;
 
     struct Fixed(u32);
