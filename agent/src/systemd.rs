@@ -81,15 +81,7 @@ pub fn status_line(
             .iter()
             .filter(|device| device.status == DeviceStatus::Successful)
             .count();
-        let step = serde_json::to_value(campaign.progress.phase)
-            .ok()
-            .and_then(|phase| {
-                phase
-                    .get("step")
-                    .and_then(|step| step.as_str())
-                    .map(String::from)
-            })
-            .unwrap_or_else(|| "?".into());
+        let step = campaign.progress.phase.name().to_string();
         parts.push(format!(
             "campaign {} {:?} {}, step {step}: {ended} of {} devices done ({successful} successful)",
             campaign.id,

@@ -9,32 +9,13 @@ mod agent_site;
 
 use agent_site::{text, AgentSite};
 
-const APP_KEY: &str = "00112233445566778899aabbccddeeff";
-
 #[test]
 fn a_backup_taken_mid_campaign_restores_on_a_new_gateway() {
     let old = AgentSite::start("");
     for n in 1..=2 {
-        old.ok(&[
-            "device",
-            "add",
-            "--dev-eui",
-            &format!("70b3d57ed005000{n}"),
-            "--join-eui",
-            "70b3d57ed0050000",
-            "--app-key",
-            APP_KEY,
-            "--gen-app-key",
-            APP_KEY,
-            "--hardware-version",
-            "board-a",
-        ]);
+        old.add_device(&format!("70b3d57ed005000{n}"), "board-a");
     }
-    let image = old.signed_image("1.3.0");
-    let sha256 = old.json(&["image", "import", image.to_str().unwrap()])["image"]["sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (sha256, image) = old.import_image("1.3.0");
     let created = old.json(&[
         "campaign",
         "create",

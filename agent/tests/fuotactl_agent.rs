@@ -430,25 +430,8 @@ fn the_monitoring_listener_serves_metrics_and_status_and_changes_nothing() {
     config.push_str(&format!("metrics_listen = \"{address}\"\n"));
     std::fs::write(&agent.config, config).unwrap();
     agent.run();
-    agent.ok(&[
-        "device",
-        "add",
-        "--dev-eui",
-        "70b3d57ed0050001",
-        "--join-eui",
-        "70b3d57ed0050000",
-        "--app-key",
-        APP_KEY,
-        "--gen-app-key",
-        GEN_APP_KEY,
-        "--hardware-version",
-        "board-a",
-    ]);
-    let image = agent.signed_image("1.3.0");
-    let sha256 = agent.json(&["image", "import", image.to_str().unwrap()])["image"]["sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    agent.add_device("70b3d57ed0050001", "board-a");
+    let (sha256, _) = agent.import_image("1.3.0");
     agent.ok(&[
         "campaign",
         "create",

@@ -523,15 +523,7 @@ fn campaign_summary(reader: &Storage, campaign: &Campaign) -> Result<CampaignSum
     for device in &devices {
         *results.entry(device.status).or_default() += 1;
     }
-    let step = serde_json::to_value(campaign.progress.phase)
-        .ok()
-        .and_then(|phase| {
-            phase
-                .get("step")
-                .and_then(|step| step.as_str())
-                .map(String::from)
-        })
-        .unwrap_or_default();
+    let step = campaign.progress.phase.name().to_string();
     Ok(CampaignSummaryView {
         id: campaign.id,
         name: campaign.name.clone(),

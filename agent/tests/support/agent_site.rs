@@ -15,6 +15,9 @@ pub const FIXTURES: &str = concat!(
     "/../node-firmware/lorawan-fuota/tests/fixtures/images"
 );
 
+/// The key [`AgentSite::add_device`] registers devices with.
+pub const TEST_KEY: &str = "00112233445566778899aabbccddeeff";
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)
 }
@@ -181,6 +184,33 @@ impl AgentSite {
             .arg(&self.config)
             .output()
             .unwrap()
+    }
+
+    /// Registers an OTAA device with an AppKey and a GenAppKey (a fixed test key).
+    pub fn add_device(&self, dev_eui: &str, hardware_version: &str) {
+        self.ok(&[
+            "device",
+            "add",
+            "--dev-eui",
+            dev_eui,
+            "--join-eui",
+            "70b3d57ed0050000",
+            "--app-key",
+            TEST_KEY,
+            "--gen-app-key",
+            TEST_KEY,
+            "--hardware-version",
+            hardware_version,
+        ]);
+    }
+
+    /// Signs the fixture body at `version` and imports it; returns its SHA-256 and the
+    /// image file.
+    pub fn import_image(&self, version: &str) -> (String, PathBuf) {
+        let image = self.signed_image(version);
+        let imported = self.json(&["image", "import", image.to_str().unwrap()]);
+        let sha256 = imported["image"]["sha256"].as_str().unwrap().to_string();
+        (sha256, image)
     }
 
     /// A signed image of the fixture body at `version`, for hardware 0x00010002.
