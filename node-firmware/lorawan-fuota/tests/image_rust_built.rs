@@ -519,7 +519,9 @@ proptest! {
         for m in &mutations {
             apply(&mut image, m);
         }
-        prop_assume!(image != original);
+        // Bytes after the image (an insert at the very end) are not part of it: the slot
+        // beyond the TLV area is ignored by design, so that image is still intact.
+        prop_assume!(!image.starts_with(&original));
         prop_assert!(verify(&image, &keys, &opts()).is_err());
         let _ = Image::parse(&image);
         let mut buf = vec![0u8; chunk];
