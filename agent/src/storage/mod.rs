@@ -164,6 +164,20 @@ pub struct WriteTx<'c> {
     sessions_replaced: Vec<DevEui>,
 }
 
+/// A connection to the database at `path` with `flags`, waiting up to
+/// [`BUSY_TIMEOUT`] for other connections' locks.
+pub(crate) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StorageError> {
+    let connection =
+        Connection::open_with_flags(path, flags).map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(StorageError::sql("setting the busy timeout"))?;
+    Ok(connection)
+}
+
 /// Where the database is copied before its schema goes from `version` to this build's:
 /// `agent.db.schema-3.bak` next to it.
 pub fn pre_migration_copy_path(database: &Path, version: u32) -> PathBuf {
@@ -180,14 +194,7 @@ impl Storage {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut connection =
-            Connection::open_with_flags(path, flags).map_err(|source| StorageError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(StorageError::sql("setting the busy timeout"))?;
+        let mut connection = connect(path, flags)?;
         let mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(StorageError::sql("enabling WAL mode"))?;
@@ -231,14 +238,7 @@ impl Storage {
     /// the core loop writes: WAL lets both proceed). Its schema must be this build's.
     pub fn open_reader(path: &Path) -> Result<Storage, StorageError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection =
-            Connection::open_with_flags(path, flags).map_err(|source| StorageError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(StorageError::sql("setting the busy timeout"))?;
+        let connection = connect(path, flags)?;
         let found = migrations::schema_version(&connection)?;
         if found != migrations::SCHEMA_VERSION {
             return Err(StorageError::UnknownSchemaVersion {

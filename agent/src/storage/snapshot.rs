@@ -84,14 +84,7 @@ impl Storage {
             });
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let source =
-            Connection::open_with_flags(database, flags).map_err(|source| StorageError::Open {
-                path: database.to_path_buf(),
-                source,
-            })?;
-        source
-            .busy_timeout(super::BUSY_TIMEOUT)
-            .map_err(StorageError::sql("setting the busy timeout"))?;
+        let source = super::connect(database, flags)?;
         copy_connection(&source, destination)
     }
 }
