@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::clock::WallTime;
 use crate::firmware::{hex, FirmwareCache, TrustStore};
 use crate::storage::{migrations, Storage, StorageError};
 
@@ -350,7 +351,12 @@ pub fn restore(
     for image in &manifest.images {
         give_to_directory_owner(&cache.image_path(&image.sha256))?;
     }
-    // Opening it migrates an older schema (and keeps the pre-migration copy).
-    Storage::open(database)?.shutdown()?;
+    // Opening it migrates an older schema (and keeps the pre-migration copy). The
+    // restored history keeps its event ids; what this database writes from now on is
+    // published under a new epoch, so it never reuses an id the replaced gateway may
+    // have published after the backup was taken.
+    let mut storage = Storage::open(database)?;
+    storage.start_new_event_epoch(WallTime::from_unix_micros(now_ms.saturating_mul(1000)))?;
+    storage.shutdown()?;
     Ok((manifest, replaced))
 }

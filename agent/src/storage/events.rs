@@ -90,6 +90,10 @@ event_kinds! {
     /// A device of a campaign sent something wrong, or an answer it did not expect
     /// (payload: id, fport, error).
     CampaignDeviceError => "campaign_device_error",
+    /// Undelivered events were dropped because the upstream outbox reached its disk
+    /// quota (payload: how many of each kind, their id and time range). Written in place
+    /// of the first event dropped, so it keeps that position in the sequence.
+    OutboxGap => "outbox_gap",
 }
 
 impl fmt::Display for EventKind {
@@ -186,7 +190,7 @@ where
     .transpose()
 }
 
-fn event_from_row(row: &Row<'_>) -> Result<Event, StorageError> {
+pub(crate) fn event_from_row(row: &Row<'_>) -> Result<Event, StorageError> {
     let payload: String = row.get(5).map_err(StorageError::sql("events.payload"))?;
     Ok(Event {
         id: row.get(0).map_err(StorageError::sql("events.id"))?,

@@ -153,6 +153,27 @@ pub const MIGRATIONS: &[&str] = &[
         last_session_cnt INTEGER NOT NULL CHECK (last_session_cnt BETWEEN 0 AND 65535)
     ) STRICT;
     "#,
+    // 5: the upstream outbox. Events after `delivered_event_id` are waiting for the MQTT
+    // broker's PUBACK; epochs make the published event ids unique across database
+    // restores (a restored database continues under a new epoch, so the events it
+    // writes never share an id with those the replaced gateway delivered).
+    r#"
+    CREATE TABLE upstream_cursor (
+        id                  INTEGER PRIMARY KEY CHECK (id = 1),
+        delivered_event_id  INTEGER NOT NULL DEFAULT 0 CHECK (delivered_event_id >= 0),
+        delivered_at_ms     INTEGER
+    ) STRICT;
+    INSERT INTO upstream_cursor (id, delivered_event_id) VALUES (1, 0);
+
+    CREATE TABLE event_epochs (
+        -- The first event id published under this epoch.
+        first_event_id  INTEGER PRIMARY KEY CHECK (first_event_id >= 0),
+        epoch           TEXT NOT NULL UNIQUE CHECK (length(epoch) = 16),
+        created_at_ms   INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO event_epochs (first_event_id, epoch, created_at_ms)
+        VALUES (0, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -3,7 +3,8 @@
 //! It owns the schema ([`migrations`]), the device registry ([`devices`]), device
 //! sessions and DevNonces ([`sessions`]), the event log ([`events`]), the FCntDown
 //! reservations ([`frame_counters`]), the firmware cache's metadata
-//! ([`firmware_images`]) and FUOTA campaigns ([`campaigns`]).
+//! ([`firmware_images`]), FUOTA campaigns ([`campaigns`]) and the upstream outbox, the
+//! events not yet delivered to the MQTT broker ([`outbox`]).
 //!
 //! # Writing
 //!
@@ -29,6 +30,7 @@ pub mod events;
 pub mod firmware_images;
 pub mod frame_counters;
 pub mod migrations;
+pub mod outbox;
 pub mod sessions;
 mod snapshot;
 
@@ -295,6 +297,16 @@ impl Storage {
     /// change of ours, e.g. an uplink that is only logged).
     pub fn append_event(&mut self, event: &NewEvent) -> Result<i64, StorageError> {
         self.write(|tx| tx.append_event(event))
+    }
+
+    /// Starts a new epoch for the ids of published events (see [`outbox`]): done after a
+    /// restore, so the events written from now on never share an id with those the
+    /// gateway the backup came from published. Returns the epoch.
+    pub fn start_new_event_epoch(
+        &mut self,
+        now: crate::clock::WallTime,
+    ) -> Result<String, StorageError> {
+        outbox::start_new_epoch(&self.connection, now)
     }
 
     /// Clean shutdown: gives back the unused part of every FCntDown reservation, so a
