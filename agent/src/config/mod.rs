@@ -12,6 +12,7 @@
 //! into the public [`Config`].
 
 mod error;
+mod mqtt;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 pub use error::{ConfigError, InvalidConfig};
+pub use mqtt::{read_secret_file, BrokerAddress, MqttConfig, SecretFileError};
 
 use crate::identifiers::GatewayEui;
 use crate::lorawan::region::RegionName;
@@ -81,6 +83,8 @@ pub struct Config {
     pub firmware: FirmwareConfig,
     /// `[api]`
     pub api: ApiConfig,
+    /// `[mqtt]`: upstream sync to the fleet backend; `None` when no broker is set.
+    pub mqtt: Option<MqttConfig>,
     /// `[logging]`
     pub logging: LoggingConfig,
 }
@@ -247,6 +251,8 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
+    mqtt: mqtt::RawMqtt,
+    #[serde(default)]
     logging: RawLogging,
 }
 
@@ -331,6 +337,7 @@ impl RawConfig {
             upstreams: validate_upstreams(self.upstream)?,
             firmware: self.firmware.validate()?,
             api: self.api.validate()?,
+            mqtt: self.mqtt.validate()?,
             logging: self.logging.validate()?,
         })
     }

@@ -40,6 +40,7 @@ impl ReloadPlan {
                 running.firmware.cache_directory != reloaded.firmware.cache_directory,
             ),
             ("[api]", running.api != reloaded.api),
+            ("[mqtt]", running.mqtt != reloaded.mqtt),
         ];
         plan.needs_restart = restart_only
             .into_iter()
