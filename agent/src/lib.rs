@@ -20,3 +20,4 @@ pub mod service;
 pub mod simulator;
 pub mod storage;
 pub mod systemd;
+pub mod upstream;

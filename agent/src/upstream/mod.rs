@@ -1,0 +1,99 @@
+//! Upstream sync: the agent's link to the fleet backend over MQTT, offline first.
+//!
+//! Everything the agent records is an event in SQLite, written in the same transaction
+//! as the state change it reports; the part the broker has not acknowledged is the
+//! outbox ([`crate::storage::outbox`]). The [`publisher`] publishes it in order, QoS 1,
+//! one message per event ([`message`]), moves the outbox cursor as PUBACKs arrive,
+//! reconnects with backoff when the backhaul goes, and keeps the outbox within its disk
+//! quota meanwhile. It runs beside the core loop and shares nothing with it but the
+//! database file, so a backhaul that is down, slow or silently dropping packets slows
+//! down nothing else.
+//!
+//! This module also owns the connection settings ([`connection_options`]): TLS
+//! ([`tls`]), credentials from secret files, keep-alive, in-flight window.
+
+pub mod message;
+pub mod publisher;
+pub mod tls;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+use crate::config::{read_secret_file, MqttConfig, SecretFileError};
+use crate::storage::StorageError;
+
+pub use publisher::{Publisher, UpstreamStatus};
+
+/// Largest event message the agent publishes or accepts, bytes (an uplink event with
+/// its raw rxpk is well under 4 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Why upstream sync cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// A secret file is missing or unsafe.
+    #[error("[mqtt] {key}: {source}")]
+    Secret {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong with the file.
+        #[source]
+        source: SecretFileError,
+    },
+    /// The password is not UTF-8 (MQTT 3.1.1 sends it as a string here).
+    #[error("[mqtt] password_file: the password is not valid UTF-8 text")]
+    PasswordNotText,
+    /// A TLS file cannot be used.
+    #[error("[mqtt] {what} {}: {reason}", path.display())]
+    TlsFile {
+        /// The configuration key.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No `ca_file` and no usable system CA store.
+    #[error("[mqtt] no ca_file is set and the system CA store is unusable ({0}): install ca-certificates or set ca_file")]
+    NoSystemRoots(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The outbox could not be read or written.
+    #[error("outbox: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// The MQTT connection options for `config`: broker, client id, keep-alive,
+/// in-flight window, credentials (the password read from its file) and TLS.
+pub fn connection_options(config: &MqttConfig) -> Result<MqttOptions, UpstreamError> {
+    let mut options = MqttOptions::new(
+        config.client_id.clone(),
+        config.broker.host.clone(),
+        config.broker.port,
+    );
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_inflight(config.max_in_flight)
+        .set_max_packet_size(MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
+        // Publishes resume from the outbox cursor on every connection; the broker keeps
+        // no session for us.
+        .set_clean_session(true);
+    if let Some(username) = &config.username {
+        let password = match &config.password_file {
+            None => String::new(),
+            Some(path) => {
+                let bytes = read_secret_file(path).map_err(|source| UpstreamError::Secret {
+                    key: "password_file",
+                    source,
+                })?;
+                String::from_utf8(bytes).map_err(|_| UpstreamError::PasswordNotText)?
+            }
+        };
+        options.set_credentials(username.clone(), password);
+    }
+    if config.broker.tls {
+        let client = tls::client_config(config)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(client)));
+    }
+    Ok(options)
+}
