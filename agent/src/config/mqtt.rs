@@ -154,7 +154,8 @@ fn optional_text(value: &Option<Spanned<String>>) -> Option<(String, std::ops::R
 
 /// Parses `mqtt://host:port` or `mqtts://host:port` (port defaults 1883 and 8883).
 fn parse_broker(text: &str) -> Result<BrokerAddress, String> {
-    let example = "expected mqtt://host:port or mqtts://host:port, e.g. \"mqtts://broker.example.com:8883\"";
+    let example =
+        "expected mqtt://host:port or mqtts://host:port, e.g. \"mqtts://broker.example.com:8883\"";
     let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
         (true, rest)
     } else if let Some(rest) = text.strip_prefix("mqtt://") {
@@ -187,7 +188,9 @@ fn parse_broker(text: &str) -> Result<BrokerAddress, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
     if !host_ok {
-        return Err(format!("invalid broker {text:?}: bad host {host:?} ({example})"));
+        return Err(format!(
+            "invalid broker {text:?}: bad host {host:?} ({example})"
+        ));
     }
     Ok(BrokerAddress {
         tls,
@@ -225,9 +228,10 @@ impl RawMqtt {
         // the day the broker is switched on.
         let broker = match optional_text(&self.broker) {
             None => None,
-            Some((text, span)) => {
-                Some((parse_broker(&text).map_err(|message| (span.clone(), message))?, span))
-            }
+            Some((text, span)) => Some((
+                parse_broker(&text).map_err(|message| (span.clone(), message))?,
+                span,
+            )),
         };
 
         let gateway_id = match optional_text(&self.gateway_id) {
@@ -264,7 +268,10 @@ impl RawMqtt {
             None => format!("fuota-agent-{gateway_id}"),
             Some((id, span)) => {
                 if id.len() > 256 || id.chars().any(char::is_control) {
-                    return Err((span, format!("invalid client_id {id:?}: at most 256 printable characters")));
+                    return Err((
+                        span,
+                        format!("invalid client_id {id:?}: at most 256 printable characters"),
+                    ));
                 }
                 id
             }
@@ -310,20 +317,37 @@ impl RawMqtt {
         }
 
         let keep_alive_s = in_range(self.keep_alive_s, 5..=3600, DEFAULT_KEEP_ALIVE_S, "seconds")?;
-        let ack_timeout_s =
-            in_range(self.ack_timeout_s, 1..=3600, DEFAULT_ACK_TIMEOUT_S, "seconds")?;
-        let reconnect_min_s =
-            in_range(self.reconnect_min_s, 1..=3600, DEFAULT_RECONNECT_MIN_S, "seconds")?;
+        let ack_timeout_s = in_range(
+            self.ack_timeout_s,
+            1..=3600,
+            DEFAULT_ACK_TIMEOUT_S,
+            "seconds",
+        )?;
+        let reconnect_min_s = in_range(
+            self.reconnect_min_s,
+            1..=3600,
+            DEFAULT_RECONNECT_MIN_S,
+            "seconds",
+        )?;
         let reconnect_max_span = self.reconnect_max_s.as_ref().map(Spanned::span);
-        let reconnect_max_s =
-            in_range(self.reconnect_max_s, 1..=86_400, DEFAULT_RECONNECT_MAX_S, "seconds")?;
+        let reconnect_max_s = in_range(
+            self.reconnect_max_s,
+            1..=86_400,
+            DEFAULT_RECONNECT_MAX_S,
+            "seconds",
+        )?;
         if reconnect_max_s < reconnect_min_s {
             return Err((
                 reconnect_max_span.unwrap_or_default(),
                 format!("reconnect_max_s ({reconnect_max_s}) is below reconnect_min_s ({reconnect_min_s})"),
             ));
         }
-        let max_in_flight = in_range(self.max_in_flight, 1..=1000, DEFAULT_MAX_IN_FLIGHT, "messages")?;
+        let max_in_flight = in_range(
+            self.max_in_flight,
+            1..=1000,
+            DEFAULT_MAX_IN_FLIGHT,
+            "messages",
+        )?;
         let outbox_quota_mb = in_range(
             self.outbox_quota_mb,
             1..=1_048_576,
@@ -419,7 +443,10 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretFileError> {
         });
     }
     let mut bytes = std::fs::read(path).map_err(read_error)?;
-    while bytes.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+    while bytes
+        .last()
+        .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+    {
         bytes.pop();
     }
     if bytes.is_empty() {
@@ -437,11 +464,21 @@ mod tests {
         let plain = parse_broker("mqtt://broker.example.com").expect("plain");
         assert_eq!((plain.tls, plain.port), (false, 1883));
         let tls = parse_broker("mqtts://10.0.0.1:18883").expect("tls");
-        assert_eq!((tls.tls, tls.host.as_str(), tls.port), (true, "10.0.0.1", 18883));
+        assert_eq!(
+            (tls.tls, tls.host.as_str(), tls.port),
+            (true, "10.0.0.1", 18883)
+        );
         let v6 = parse_broker("mqtts://[::1]:8883").expect("v6");
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.to_string(), "mqtts://[::1]:8883");
-        for bad in ["broker:1883", "http://x", "mqtt://", "mqtt://host:0", "mqtt://host:port", "mqtt://a b"] {
+        for bad in [
+            "broker:1883",
+            "http://x",
+            "mqtt://",
+            "mqtt://host:0",
+            "mqtt://host:port",
+            "mqtt://a b",
+        ] {
             assert!(parse_broker(bad).is_err(), "{bad} was accepted");
         }
     }
@@ -456,11 +493,17 @@ mod tests {
         assert!(error.to_string().contains("mode 0644"), "{error}");
         assert!(error.to_string().contains("chmod 0640"), "{error}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).expect("chmod");
-        assert!(matches!(read_secret_file(&path), Err(SecretFileError::TooOpen { .. })));
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(SecretFileError::TooOpen { .. })
+        ));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         assert_eq!(read_secret_file(&path).expect("0640"), b"s3cret");
         std::fs::write(&path, "\n").expect("write");
-        assert!(matches!(read_secret_file(&path), Err(SecretFileError::Empty(_))));
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(SecretFileError::Empty(_))
+        ));
         assert!(matches!(
             read_secret_file(directory.path()),
             Err(SecretFileError::NotAFile(_))

@@ -295,12 +295,12 @@ impl Outbox {
             .map_err(StorageError::sql("reading an event to drop"))?
         {
             let kind: String = row.get(2).map_err(StorageError::sql("events.kind"))?;
-            let kind = kind
-                .parse::<EventKind>()
-                .map_err(|reason| StorageError::InvalidStoredValue {
-                    column: "events.kind",
-                    reason,
-                })?;
+            let kind =
+                kind.parse::<EventKind>()
+                    .map_err(|reason| StorageError::InvalidStoredValue {
+                        column: "events.kind",
+                        reason,
+                    })?;
             let payload: i64 = row.get(3).map_err(StorageError::sql("events.payload"))?;
             let bytes = u64::try_from(payload).unwrap_or(0) + EVENT_ROW_OVERHEAD;
             doomed.push(Doomed {
@@ -425,8 +425,8 @@ pub fn start_new_epoch(connection: &Connection, now: WallTime) -> Result<String,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{NewEvent, Storage};
     use crate::identifiers::DevEui;
+    use crate::storage::{NewEvent, Storage};
 
     const NOW_MS: i64 = 1_790_000_000_000;
 
@@ -531,11 +531,16 @@ mod tests {
         }
         let before = outbox.depth().expect("depth");
         let quota = before.bytes / 2;
-        let outcome = outbox.enforce_quota(quota, 0, at(NOW_MS + 200)).expect("quota");
+        let outcome = outbox
+            .enforce_quota(quota, 0, at(NOW_MS + 200))
+            .expect("quota");
         let after = outbox.depth().expect("depth");
         assert!(after.bytes <= quota, "{} > {quota}", after.bytes);
         assert!(outcome.dropped_total() > 0);
-        assert_eq!(outcome.dropped.keys().copied().collect::<Vec<_>>(), vec!["uplink"]);
+        assert_eq!(
+            outcome.dropped.keys().copied().collect::<Vec<_>>(),
+            vec!["uplink"]
+        );
         let remaining = kinds_after(&outbox, 0);
         for id in &results {
             assert!(
@@ -554,7 +559,10 @@ mod tests {
             .count() as u64;
         assert_eq!(gap.payload["dropped"], outcome.dropped_total());
         assert_eq!(gap.payload["kinds"]["uplink"], outcome.dropped_total());
-        assert_eq!(remaining_uplinks + outcome.dropped_total(), uplinks.len() as u64);
+        assert_eq!(
+            remaining_uplinks + outcome.dropped_total(),
+            uplinks.len() as u64
+        );
         assert_eq!(gap.payload["first_id"], uplinks[0]);
         assert_eq!(gap.payload["from_ms"], NOW_MS);
         // The oldest uplinks went: every remaining uplink is newer than the dropped ones.
@@ -582,7 +590,9 @@ mod tests {
         // Room for the recent downlinks and a little more: every uplink and most old
         // downlinks must go.
         let quota = 30 * (400 + 20 + EVENT_ROW_OVERHEAD);
-        let outcome = outbox.enforce_quota(quota, 0, at(NOW_MS + 300)).expect("quota");
+        let outcome = outbox
+            .enforce_quota(quota, 0, at(NOW_MS + 300))
+            .expect("quota");
         assert_eq!(outcome.dropped.get("uplink"), Some(&20));
         assert!(outcome.dropped.get("downlink").copied().unwrap_or(0) > 0);
         let remaining: Vec<i64> = kinds_after(&outbox, 0).iter().map(|(id, _)| *id).collect();
@@ -590,7 +600,10 @@ mod tests {
             assert!(remaining.contains(id), "recent downlink {id} was dropped");
         }
         assert!(!uplinks.iter().skip(1).any(|id| remaining.contains(id)));
-        assert!(old_downlinks.iter().skip(1).any(|id| !remaining.contains(id)));
+        assert!(old_downlinks
+            .iter()
+            .skip(1)
+            .any(|id| !remaining.contains(id)));
         assert_eq!(outcome.gap_event_ids.len(), 2, "one gap per kind of run");
     }
 
@@ -598,7 +611,12 @@ mod tests {
     fn over_the_quota_with_only_results_nothing_is_dropped_and_the_excess_is_reported() {
         let (_directory, mut storage, mut outbox) = open();
         for index in 0..50 {
-            append(&mut storage, EventKind::CampaignDeviceResult, NOW_MS + index, 300);
+            append(
+                &mut storage,
+                EventKind::CampaignDeviceResult,
+                NOW_MS + index,
+                300,
+            );
         }
         let outcome = outbox.enforce_quota(1_000, 0, at(NOW_MS)).expect("quota");
         assert_eq!(outcome.dropped_total(), 0);

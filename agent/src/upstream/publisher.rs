@@ -86,10 +86,7 @@ pub struct Publisher {
 /// How a connection ended.
 enum SessionEnd {
     Shutdown,
-    Failed {
-        error: String,
-        stable: bool,
-    },
+    Failed { error: String, stable: bool },
 }
 
 /// A publish handed to the connection.
@@ -350,7 +347,10 @@ impl Publisher {
                 });
             }
             Event::Outgoing(Outgoing::Publish(packet_id)) => {
-                if let Some(publish) = in_flight.iter_mut().find(|publish| publish.packet_id.is_none()) {
+                if let Some(publish) = in_flight
+                    .iter_mut()
+                    .find(|publish| publish.packet_id.is_none())
+                {
                     publish.packet_id = Some(packet_id);
                     publish.sent_at = Instant::now();
                 }
@@ -414,7 +414,11 @@ impl Publisher {
             );
         }
         self.over_quota_reported = outcome.still_over_bytes > 0;
-        let depth = if dropped > 0 { self.outbox.depth().ok() } else { Some(outcome.before) };
+        let depth = if dropped > 0 {
+            self.outbox.depth().ok()
+        } else {
+            Some(outcome.before)
+        };
         self.status.send_modify(|status| {
             status.dropped_since_start += dropped;
             if let Some(depth) = depth {

@@ -13,7 +13,10 @@ use super::UpstreamError;
 use crate::config::{read_secret_file, MqttConfig};
 
 /// Reads every certificate of a PEM file; at least one.
-fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
+fn certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
     let bad = |reason: String| UpstreamError::TlsFile {
         what,
         path: path.to_path_buf(),
@@ -68,11 +71,9 @@ pub fn client_config(config: &MqttConfig) -> Result<Arc<ClientConfig>, UpstreamE
     let client = match (&config.client_cert_file, &config.client_key_file) {
         (Some(cert_path), Some(key_path)) => {
             let chain = certificates(cert_path, "client_cert_file")?;
-            let key_bytes = read_secret_file(key_path).map_err(|source| {
-                UpstreamError::Secret {
-                    key: "client_key_file",
-                    source,
-                }
+            let key_bytes = read_secret_file(key_path).map_err(|source| UpstreamError::Secret {
+                key: "client_key_file",
+                source,
             })?;
             let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|error| {
                 UpstreamError::TlsFile {
