@@ -28,8 +28,10 @@ use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
 use fuota_agent::packet_forwarder::UdpPacketForwarder;
 use fuota_agent::service::{Service, ServiceSettings};
 use fuota_agent::simulator::{self, SimulationConfig, SimulationReport};
+use fuota_agent::storage::outbox::Outbox;
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
 use fuota_agent::systemd::ServiceManager;
+use fuota_agent::upstream::Publisher;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -486,7 +488,14 @@ fn report_json(report: &SimulationReport) -> serde_json::Value {
 
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            // The files [mqtt] names (password, TLS) are read as the agent would.
+            if let Some(mqtt) = &config.mqtt {
+                if let Err(error) = fuota_agent::upstream::connection_options(mqtt) {
+                    eprintln!("{}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             println!("{}: configuration is valid", path.display());
             ExitCode::SUCCESS
         }
@@ -616,6 +625,28 @@ async fn serve(
             database.display()
         )
     })?;
+    // Upstream sync: a publisher on its own database connection, beside the core loop.
+    let (upstream_stop, upstream_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut upstream_task = None;
+    let upstream_status = match &config.mqtt {
+        None => None,
+        Some(mqtt) => {
+            let outbox = Outbox::open(database)
+                .with_context(|| format!("cannot open the outbox in {}", database.display()))?;
+            let publisher =
+                Publisher::new(mqtt, outbox).context("cannot start upstream sync ([mqtt])")?;
+            let status = publisher.status();
+            info!(broker = %mqtt.broker, topic_prefix = %mqtt.topic_prefix, "upstream sync on");
+            upstream_task = Some(tokio::spawn(publisher.run(async move {
+                let _ = upstream_stopped.await;
+            })));
+            Some(status)
+        }
+    };
+    let api = match &upstream_status {
+        Some(status) => api.with_upstream(status.clone()),
+        None => api,
+    };
     let (service, handle, mut notifications) =
         Service::with_ownership(settings, storage, ownership, transport, clock.clone())
             .context("cannot load the device registry")?;
@@ -648,6 +679,10 @@ async fn serve(
                 database.display()
             )
         })?;
+        let listener = match &upstream_status {
+            Some(status) => listener.with_upstream(status.clone()),
+            None => listener,
+        };
         info!(%address, "metrics listener: GET /metrics, GET /v1/status");
         tokio::spawn(listener.serve(handle.clone(), reader, async move {
             let _ = monitoring_stopped.await;
@@ -695,6 +730,10 @@ async fn serve(
     let _ = api_stop.send(());
     let _ = monitoring_stop.send(());
     let _ = api_task.await;
+    let _ = upstream_stop.send(());
+    if let Some(task) = upstream_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+    }
     let mut storage = result?;
     storage
         .append_event(&NewEvent::new(clock.wall_now(), EventKind::AgentStopped))

@@ -145,6 +145,43 @@ pub fn render(
         "Devices of each active campaign by result so far (in_progress until they end)",
         results,
     );
+    if let Some(upstream) = &status.upstream {
+        registry.register(
+            "mqtt_connected",
+            "1 while the agent is connected to the MQTT broker",
+            gauge(i64::from(upstream.connected)),
+        );
+        registry.register(
+            "outbox_events",
+            "Events waiting for the MQTT broker's acknowledgement (the outbox depth)",
+            gauge(upstream.outbox_events as i64),
+        );
+        registry.register(
+            "outbox_bytes",
+            "Estimated disk size of the outbox",
+            gauge(upstream.outbox_bytes as i64),
+        );
+        registry.register(
+            "outbox_quota_bytes",
+            "Disk quota of the outbox",
+            gauge(upstream.outbox_quota_bytes as i64),
+        );
+        registry.register(
+            "mqtt_delivered_events",
+            "Events the MQTT broker acknowledged since the agent started",
+            counter(upstream.delivered_since_start),
+        );
+        registry.register(
+            "outbox_dropped_events",
+            "Events the outbox quota dropped since the agent started",
+            counter(upstream.dropped_since_start),
+        );
+        registry.register(
+            "mqtt_connections",
+            "MQTT connections opened since the agent started",
+            counter(upstream.connections),
+        );
+    }
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
@@ -186,6 +223,18 @@ mod tests {
                     budget_us: Some(360_000_000),
                 }],
             }],
+            upstream: Some(crate::upstream::UpstreamStatus {
+                broker: "mqtts://broker.example.com:8883".into(),
+                connected: true,
+                outbox_events: 12,
+                outbox_bytes: 4096,
+                outbox_quota_bytes: 268_435_456,
+                delivered_event_id: 99,
+                delivered_since_start: 80,
+                dropped_since_start: 5,
+                connections: 2,
+                last_error: None,
+            }),
         };
         let campaign = CampaignSummaryView {
             id: 7,
@@ -216,6 +265,13 @@ mod tests {
             "fuota_campaign_devices{campaign=\"7\"} 3",
             "fuota_campaign_device_results{campaign=\"7\",status=\"in_progress\"} 2",
             "fuota_campaign_device_results{campaign=\"7\",status=\"successful\"} 1",
+            "fuota_mqtt_connected 1",
+            "fuota_outbox_events 12",
+            "fuota_outbox_bytes 4096",
+            "fuota_outbox_quota_bytes 268435456",
+            "fuota_mqtt_delivered_events_total 80",
+            "fuota_outbox_dropped_events_total 5",
+            "fuota_mqtt_connections_total 2",
             "# TYPE fuota_uplinks counter",
             "# EOF",
         ] {

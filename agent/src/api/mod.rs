@@ -84,7 +84,11 @@ pub struct ApiListener {
     listener: UnixListener,
     path: PathBuf,
     policy: CallerPolicy,
+    upstream: Option<UpstreamStatusReceiver>,
 }
+
+/// Follows the MQTT publisher's status.
+pub type UpstreamStatusReceiver = tokio::sync::watch::Receiver<crate::upstream::UpstreamStatus>;
 
 impl ApiListener {
     /// Binds the socket of `config`: a stale socket left by a crash is replaced, a live
@@ -116,7 +120,14 @@ impl ApiListener {
                 agent_uid: nix::unistd::geteuid().as_raw(),
                 group_id,
             },
+            upstream: None,
         })
+    }
+
+    /// Reports the MQTT publisher's status in `GET /v1/status`.
+    pub fn with_upstream(mut self, status: UpstreamStatusReceiver) -> Self {
+        self.upstream = Some(status);
+        self
     }
 
     /// The socket's path.
@@ -136,6 +147,7 @@ impl ApiListener {
             handle,
             reader: Arc::new(Mutex::new(reader)),
             started: Instant::now(),
+            upstream: self.upstream.clone(),
         };
         let allowed = routes::router(state);
         tokio::pin!(shutdown);
@@ -187,6 +199,7 @@ impl ApiListener {
 #[derive(Debug)]
 pub struct MonitoringListener {
     listener: tokio::net::TcpListener,
+    upstream: Option<UpstreamStatusReceiver>,
 }
 
 impl MonitoringListener {
@@ -199,7 +212,16 @@ impl MonitoringListener {
                 path: PathBuf::from(address.to_string()),
                 source,
             })?;
-        Ok(MonitoringListener { listener })
+        Ok(MonitoringListener {
+            listener,
+            upstream: None,
+        })
+    }
+
+    /// Reports the MQTT publisher's status and outbox in the metrics.
+    pub fn with_upstream(mut self, status: UpstreamStatusReceiver) -> Self {
+        self.upstream = Some(status);
+        self
     }
 
     /// The bound address.
@@ -218,6 +240,7 @@ impl MonitoringListener {
             handle,
             reader: Arc::new(Mutex::new(reader)),
             started: Instant::now(),
+            upstream: self.upstream,
         };
         if let Err(error) = axum::serve(self.listener, routes::monitoring_router(state))
             .with_graceful_shutdown(shutdown)

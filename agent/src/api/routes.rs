@@ -40,6 +40,8 @@ pub(super) struct ApiState {
     pub handle: ServiceHandle,
     pub reader: Arc<Mutex<Storage>>,
     pub started: Instant,
+    /// The MQTT publisher's status, when upstream sync is on.
+    pub upstream: Option<tokio::sync::watch::Receiver<crate::upstream::UpstreamStatus>>,
 }
 
 impl ApiState {
@@ -251,6 +253,10 @@ async fn status_view(state: &ApiState) -> Result<StatusView, Failure> {
                     .collect(),
             })
             .collect(),
+        upstream: state
+            .upstream
+            .as_ref()
+            .map(|status| status.borrow().clone()),
     })
 }
 

@@ -32,6 +32,9 @@ pub struct StatusView {
     pub tx_ack_errors_by_kind: BTreeMap<String, u64>,
     /// Gateways heard since start.
     pub gateways: Vec<GatewayView>,
+    /// Upstream sync to the MQTT broker; absent when `[mqtt]` has no broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamStatus>,
 }
 
 /// Traffic counters.

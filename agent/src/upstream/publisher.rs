@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -43,7 +43,7 @@ const READ_BATCH: usize = 256;
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// What the publisher is doing, for `fuotactl status` and the metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     /// The broker (`mqtts://host:port`).
     pub broker: String,

@@ -104,6 +104,13 @@ impl AgentSite {
         }
     }
 
+    /// Reaps an agent the test killed itself (SIGKILL), so it can be run again.
+    pub fn forget_killed(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// The running agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the agent is not running").id()

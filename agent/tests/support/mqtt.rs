@@ -188,6 +188,8 @@ pub enum Backhaul {
 pub struct BackhaulProxy {
     pub port: u16,
     mode: Arc<AtomicU8>,
+    /// Delay added before each chunk is forwarded, ms (a slow link).
+    delay_ms: Arc<AtomicU64>,
     /// Connections accepted.
     pub connections: Arc<AtomicU64>,
 }
@@ -198,9 +200,11 @@ impl BackhaulProxy {
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(Backhaul::Up as u8));
         let connections = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let proxy = BackhaulProxy {
             port,
             mode: mode.clone(),
+            delay_ms: delay_ms.clone(),
             connections: connections.clone(),
         };
         std::thread::spawn(move || {
@@ -220,7 +224,8 @@ impl BackhaulProxy {
                     (broker, client),
                 ] {
                     let mode = mode.clone();
-                    std::thread::spawn(move || pump(from, to, &mode));
+                    let delay_ms = delay_ms.clone();
+                    std::thread::spawn(move || pump(from, to, &mode, &delay_ms));
                 }
             }
         });
@@ -230,11 +235,17 @@ impl BackhaulProxy {
     pub fn set(&self, backhaul: Backhaul) {
         self.mode.store(backhaul as u8, Ordering::SeqCst);
     }
+
+    /// Delays every forwarded chunk by `delay` (a slow backhaul).
+    pub fn slow_down(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
 }
 
 /// Copies `from` to `to` while the backhaul is up; drops the bytes while it is a black
 /// hole; closes both when it goes down or either side closes.
-fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8) {
+fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, delay_ms: &AtomicU64) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buffer = [0u8; 16 * 1024];
     loop {
@@ -245,6 +256,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8) {
         match from.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => {
+                let delay = delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
                 if mode.load(Ordering::SeqCst) == Backhaul::Up as u8
                     && to.write_all(&buffer[..read]).is_err()
                 {
@@ -269,6 +284,15 @@ impl Backend {
     /// Subscribes (directly to the broker, not through the proxy) and waits for the
     /// SUBACK.
     pub fn subscribe(broker_port: u16, prefix: &str) -> Backend {
+        Backend::subscribe_as(broker_port, prefix, None)
+    }
+
+    /// [`Backend::subscribe`] with a user name and password.
+    pub fn subscribe_as(
+        broker_port: u16,
+        prefix: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Backend {
         let mut options =
             rumqttc::MqttOptions::new(format!("backend-{}", free_port()), "127.0.0.1", broker_port);
         options.set_max_packet_size(1024 * 1024, 1024 * 1024);
@@ -276,6 +300,9 @@ impl Backend {
         // A persistent session: a broker that keeps sessions across a restart queues
         // what the agent publishes before the backend is back.
         options.set_clean_session(false);
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
         let (client, mut connection) = rumqttc::Client::new(options, 100);
         let filter = format!("{prefix}/event/#");
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -84,6 +84,28 @@ fn status(client: &ApiClient, json: bool) -> Result<(), Failure> {
         counters.tx_ack_errors,
         counters.answers_lost
     );
+    match &status.upstream {
+        None => println!("upstream   off (no [mqtt] broker)"),
+        Some(upstream) => {
+            let state = if upstream.connected {
+                "connected".to_string()
+            } else {
+                match &upstream.last_error {
+                    Some(error) => format!("disconnected ({error})"),
+                    None => "connecting".to_string(),
+                }
+            };
+            println!("upstream   {} {state}", upstream.broker);
+            println!(
+                "outbox     {} events waiting ({:.1} of {:.0} MiB), delivered up to event {}, {} dropped by the quota since start",
+                upstream.outbox_events,
+                upstream.outbox_bytes as f64 / 1_048_576.0,
+                upstream.outbox_quota_bytes as f64 / 1_048_576.0,
+                upstream.delivered_event_id,
+                upstream.dropped_since_start
+            );
+        }
+    }
     if status.gateways.is_empty() {
         println!("gateways   none heard since start");
         return Ok(());
