@@ -265,3 +265,68 @@ fn a_wrong_type_inside_a_list_points_at_the_element() {
     assert_eq!(error.line, Some(4), "{error}");
     assert!(error.message.contains("invalid type"), "{error}");
 }
+
+#[test]
+fn mqtt_mistakes_are_named_with_their_key_and_line() {
+    let cases: [(&str, &str, &str); 8] = [
+        (
+            "broker = \"broker.example.com:1883\"",
+            "mqtt.broker",
+            "expected mqtt://host:port",
+        ),
+        ("broker = \"mqtt://broker:0\"", "mqtt.broker", "bad port"),
+        (
+            "broker = \"mqtt://b\"\ngateway_id = \"site/17\"",
+            "mqtt.gateway_id",
+            "cannot contain '/'",
+        ),
+        (
+            "broker = \"mqtt://b\"\ntopic_prefix = \"fuota/#\"",
+            "mqtt.topic_prefix",
+            "wildcards",
+        ),
+        (
+            "broker = \"mqtt://b\"\ntopic_prefix = \"fuota/{site}\"",
+            "mqtt.topic_prefix",
+            "only placeholder",
+        ),
+        (
+            "broker = \"mqtt://b\"\nca_file = \"/etc/ca.pem\"",
+            "mqtt.broker",
+            "use mqtts://",
+        ),
+        (
+            "broker = \"mqtts://b\"\nclient_cert_file = \"/etc/c.pem\"",
+            "mqtt.client_cert_file",
+            "without client_key_file",
+        ),
+        (
+            "broker = \"mqtt://b\"\nreconnect_min_s = 60\nreconnect_max_s = 10",
+            "mqtt.reconnect_max_s",
+            "below reconnect_min_s",
+        ),
+    ];
+    for (body, key, message) in cases {
+        let error = invalid(&format!("[mqtt]\n{body}\n"));
+        assert_eq!(error.key.as_deref(), Some(key), "{body}: {error}");
+        assert!(error.message.contains(message), "{body}: {error}");
+        assert!(error.line.is_some(), "{body}: {error}");
+    }
+    // A mistake is caught even while no broker is set.
+    let error = invalid("[mqtt]\nkeep_alive_s = 1\n");
+    assert_eq!(error.key.as_deref(), Some("mqtt.keep_alive_s"));
+    assert!(error.message.contains("5 to 3600"), "{error}");
+    // No broker: upstream sync is off.
+    assert_eq!(Config::parse("[mqtt]\n", "agent.toml").unwrap().mqtt, None);
+    let on = Config::parse(
+        "[mqtt]\nbroker = \"mqtts://broker.example.com\"\ngateway_id = \"gw-17\"\n",
+        "agent.toml",
+    )
+    .unwrap()
+    .mqtt
+    .unwrap();
+    assert_eq!(on.topic_prefix, "fuota/gw-17");
+    assert_eq!(on.client_id, "fuota-agent-gw-17");
+    assert_eq!(on.broker.port, 8883);
+    assert_eq!(on.outbox_quota_bytes, 256 * 1024 * 1024);
+}

@@ -381,6 +381,19 @@ fn data_uplinks_are_checked_decrypted_and_acknowledged_when_confirmed() {
     assert!(received.ack);
     assert_eq!(answer.kind, ClassAKind::Data { rx1_delay_s: 1 });
     assert_eq!(h.events(EventKind::Uplink), 2);
+    // The uplink events carry the decrypted application payload (upstream sync
+    // publishes them to the fleet backend).
+    let uplinks: Vec<serde_json::Value> = h
+        .storage
+        .events_after(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.kind == EventKind::Uplink)
+        .map(|event| event.payload)
+        .collect();
+    assert_eq!(uplinks[0]["data"], "aGVsbG8=");
+    assert_eq!(uplinks[1]["data"], "YWdhaW4=");
+    assert_eq!(uplinks[0]["f_port"], 10);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! rebuilt and checked, the payload decrypted, MAC requests answered, and the Class A
 //! answer built when one is due (confirmed uplink, MAC answer, or a queued payload).
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppSKey, NewSKey, AES128};
 use lorawan::parser::{parse, DataHeader, DataPayload, FCtrl, FRMPayload, PhyPayload};
@@ -151,6 +152,9 @@ pub(super) fn handle_data_uplink(
                     "f_port": f_port,
                     "confirmed": confirmed,
                     "size": payload.len(),
+                    // The decrypted application payload, for the fleet backend (the
+                    // event log is what upstream sync publishes).
+                    "data": (!payload.is_empty()).then(|| BASE64_STANDARD.encode(&payload)),
                     "frequency_hz": radio.frequency_hz,
                     "data_rate": radio.data_rate,
                     "rssi_dbm": radio.rssi_dbm,

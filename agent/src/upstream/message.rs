@@ -65,6 +65,38 @@ pub fn event_topic(prefix: &str, kind: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SCHEMA_DOC: &str = include_str!("../../../docs/mqtt.md");
+
+    #[test]
+    fn the_schema_document_names_every_field_and_every_event_kind() {
+        let example = EventMessage {
+            id: String::new(),
+            seq: 0,
+            epoch: String::new(),
+            gateway_id: String::new(),
+            time: String::new(),
+            time_ms: 0,
+            kind: String::new(),
+            dev_eui: Some(String::new()),
+            gateway_eui: Some(String::new()),
+            payload: serde_json::Value::Null,
+        };
+        let fields = serde_json::to_value(&example).expect("json");
+        for field in fields.as_object().expect("object").keys() {
+            assert!(
+                SCHEMA_DOC.contains(&format!("| `{field}` |")),
+                "docs/mqtt.md does not describe the field {field:?}"
+            );
+        }
+        for kind in EventKind::ALL {
+            assert!(
+                SCHEMA_DOC.contains(&format!("| `{}` |", kind.as_str())),
+                "docs/mqtt.md does not describe the event kind {:?}",
+                kind.as_str()
+            );
+        }
+    }
     use crate::identifiers::DevEui;
     use crate::storage::{Event, EventKind};
 
