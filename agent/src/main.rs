@@ -31,6 +31,7 @@ use fuota_agent::simulator::{self, SimulationConfig, SimulationReport};
 use fuota_agent::storage::outbox::Outbox;
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
 use fuota_agent::systemd::ServiceManager;
+use fuota_agent::upstream::commands::CommandProcessor;
 use fuota_agent::upstream::Publisher;
 
 #[derive(Debug, Parser)]
@@ -625,6 +626,10 @@ async fn serve(
             database.display()
         )
     })?;
+    let (service, handle, mut notifications) =
+        Service::with_ownership(settings, storage, ownership, transport, clock.clone())
+            .context("cannot load the device registry")?;
+    let mut service = service.with_campaigns(engine);
     // Upstream sync: a publisher on its own database connection, beside the core loop.
     let (upstream_stop, upstream_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut upstream_task = None;
@@ -633,8 +638,17 @@ async fn serve(
         Some(mqtt) => {
             let outbox = Outbox::open(database)
                 .with_context(|| format!("cannot open the outbox in {}", database.display()))?;
-            let publisher =
+            let mut publisher =
                 Publisher::new(mqtt, outbox).context("cannot start upstream sync ([mqtt])")?;
+            if mqtt.accept_commands {
+                let reader = Storage::open_reader(database).with_context(|| {
+                    format!(
+                        "cannot open the database {} for reading",
+                        database.display()
+                    )
+                })?;
+                publisher = publisher.with_commands(CommandProcessor::new(handle.clone(), reader));
+            }
             let status = publisher.status();
             info!(broker = %mqtt.broker, topic_prefix = %mqtt.topic_prefix, "upstream sync on");
             upstream_task = Some(tokio::spawn(publisher.run(async move {
@@ -647,10 +661,6 @@ async fn serve(
         Some(status) => api.with_upstream(status.clone()),
         None => api,
     };
-    let (service, handle, mut notifications) =
-        Service::with_ownership(settings, storage, ownership, transport, clock.clone())
-            .context("cannot load the device registry")?;
-    let mut service = service.with_campaigns(engine);
     // The campaign engine runs inside the loop; what else reaches the application layer
     // is logged.
     tokio::spawn(async move {

@@ -170,3 +170,178 @@ fn a_password_file_others_can_read_stops_the_agent_and_check_config_says_why() {
     let checked = site.agent_command(&["check-config"]);
     assert!(checked.status.success(), "{}", text(&checked.stderr));
 }
+
+fn command_site(broker: u16, gateway_id: &str) -> AgentSite {
+    let mut site = AgentSite::new("");
+    add_mqtt_section(
+        &site,
+        &format!(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{broker}\"\ngateway_id = \"{gateway_id}\"\n\
+             reconnect_min_s = 1\nreconnect_max_s = 1\n"
+        ),
+    );
+    site.run();
+    site
+}
+
+fn new_device(dev_eui: &str) -> serde_json::Value {
+    serde_json::json!({
+        "dev_eui": dev_eui,
+        "join_eui": "70b3d57ed0050000",
+        "mac_version": "1.0.4",
+        "app_key": TEST_KEY,
+        "gen_app_key": TEST_KEY,
+        "hardware_version": "board-a",
+    })
+}
+
+fn device_count(site: &AgentSite) -> usize {
+    site.json(&["device", "list"]).as_array().unwrap().len()
+}
+
+#[test]
+fn commands_from_upstream_are_applied_once_by_id_and_answered() {
+    let broker = start_rumqttd(&[]);
+    let prefix = "fuota/gw-cmd";
+    let backend = Backend::subscribe(broker, prefix);
+    let site = command_site(broker, "gw-cmd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let add = serde_json::json!({
+        "id": "c-1",
+        "devices": [new_device("0016c00100000001"), new_device("0016c00100000002")],
+    });
+    backend.command(prefix, "add_devices", &add);
+    let answer = backend.wait_for_response("c-1", 1);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["duplicate"], false);
+    assert_eq!(answer["result"]["added"].as_array().unwrap().len(), 2);
+    assert_eq!(device_count(&site), 2);
+
+    // The same command again (a redelivery): answered again, applied once.
+    backend.command(prefix, "add_devices", &add);
+    let again = backend.wait_for_response("c-1", 2);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["result"], answer["result"]);
+    assert_eq!(device_count(&site), 2);
+    // A new command registering the same devices: nothing to do, and it says so.
+    backend.command(
+        prefix,
+        "add_devices",
+        &serde_json::json!({ "id": "c-2", "devices": add["devices"] }),
+    );
+    let same = backend.wait_for_response("c-2", 1);
+    assert_eq!(same["ok"], true);
+    assert_eq!(
+        same["result"]["already_registered"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A campaign created and started from upstream.
+    let (sha256, _) = site.import_image("1.3.0");
+    let create = serde_json::json!({
+        "id": "c-3",
+        "campaign": {
+            "name": "from-upstream",
+            "image_sha256": sha256,
+            "targets": { "kind": "hardware_version", "hardware_version": "board-a" },
+            "delivery": "multicast",
+        },
+        "start": true,
+    });
+    backend.command(prefix, "create_campaign", &create);
+    let created = backend.wait_for_response("c-3", 1);
+    assert_eq!(created["ok"], true, "{created}");
+    assert_eq!(created["result"]["state"], "running");
+    let campaign = created["result"]["campaign"].as_i64().unwrap();
+    let campaigns = site.json(&["campaign", "list"]);
+    assert_eq!(campaigns.as_array().unwrap().len(), 1);
+    assert_eq!(campaigns[0]["name"], "from-upstream");
+
+    // Cancelling twice (two commands) succeeds twice, cancels once.
+    for id in ["c-4", "c-5"] {
+        backend.command(
+            prefix,
+            "cancel_campaign",
+            &serde_json::json!({ "id": id, "campaign": campaign }),
+        );
+        let cancelled = backend.wait_for_response(id, 1);
+        assert_eq!(cancelled["ok"], true, "{cancelled}");
+        assert_eq!(cancelled["result"]["state"], "cancelled");
+    }
+
+    // Mistakes are answered with what is wrong.
+    backend.command(
+        prefix,
+        "remove_device",
+        &serde_json::json!({ "id": "c-6", "dev_eui": "nope" }),
+    );
+    let refused = backend.wait_for_response("c-6", 1);
+    assert_eq!(refused["ok"], false);
+    assert_eq!(refused["error"]["kind"], "invalid");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("dev_eui \"nope\""));
+    backend.command(
+        prefix,
+        "start_campaign",
+        &serde_json::json!({ "id": "c-7", "campaign": 999 }),
+    );
+    let missing = backend.wait_for_response("c-7", 1);
+    assert_eq!(missing["error"]["kind"], "not_found");
+    backend.command(prefix, "reboot", &serde_json::json!({ "id": "c-8" }));
+    let unknown = backend.wait_for_response("c-8", 1);
+    assert!(unknown["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command"));
+    site.ok(&["status"]);
+}
+
+#[test]
+fn a_command_sent_while_the_agent_is_stopped_is_applied_when_it_comes_back() {
+    let Some(binary) = mqtt::mosquitto_binary() else {
+        return;
+    };
+    let broker = mqtt::Mosquitto::start(binary);
+    let prefix = "fuota/gw-offline";
+    let backend = Backend::subscribe(broker.port, prefix);
+    let mut site = command_site(broker.port, "gw-offline");
+    site.add_device("0016c00100000009", "board-a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    site.stop();
+
+    // The broker keeps the agent's session: the command waits there.
+    backend.command(
+        prefix,
+        "remove_device",
+        &serde_json::json!({ "id": "c-offline", "dev_eui": "0016c00100000009" }),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    site.run();
+    let answer = backend.wait_for_response("c-offline", 1);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["result"]["removed"], true);
+    assert_eq!(device_count(&site), 0);
+    site.stop();
+}

@@ -242,7 +242,7 @@ fn a_backhaul_that_silently_drops_packets_is_given_up_and_nothing_is_lost() {
     );
     append_events(&mut storage, 10);
     assert_delivered_once_in_order(&backend, &storage);
-    assert_eq!(publisher.status().connections, 1);
+    let connections_before = publisher.status().connections;
 
     proxy.set(Backhaul::Blackhole);
     append_events(&mut storage, 25);
@@ -261,7 +261,7 @@ fn a_backhaul_that_silently_drops_packets_is_given_up_and_nothing_is_lost() {
     proxy.set(Backhaul::Up);
     let delivered = assert_delivered_once_in_order(&backend, &storage);
     assert_eq!(delivered.len(), 35);
-    assert!(publisher.status().connections >= 2);
+    assert!(publisher.status().connections > connections_before);
     publisher.stop();
 }
 

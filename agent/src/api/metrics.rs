@@ -226,6 +226,7 @@ mod tests {
             upstream: Some(crate::upstream::UpstreamStatus {
                 broker: "mqtts://broker.example.com:8883".into(),
                 connected: true,
+                commands_subscribed: true,
                 outbox_events: 12,
                 outbox_bytes: 4096,
                 outbox_quota_bytes: 268_435_456,

@@ -19,6 +19,7 @@ pub mod client;
 mod credentials;
 mod metrics;
 mod routes;
+pub(crate) use routes::device_from_request;
 pub mod views;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

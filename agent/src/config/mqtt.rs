@@ -89,6 +89,8 @@ pub struct MqttConfig {
     pub max_in_flight: u16,
     /// `outbox_quota_mb`, in bytes.
     pub outbox_quota_bytes: u64,
+    /// `accept_commands`: subscribe to `<prefix>/command/+` and apply what comes.
+    pub accept_commands: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,6 +111,7 @@ pub(super) struct RawMqtt {
     reconnect_max_s: Option<Spanned<u64>>,
     max_in_flight: Option<Spanned<u16>>,
     outbox_quota_mb: Option<Spanned<u64>>,
+    accept_commands: Option<bool>,
 }
 
 /// `value` if set and within `range`, else `default`.
@@ -374,6 +377,7 @@ impl RawMqtt {
             reconnect_max: Duration::from_secs(reconnect_max_s),
             max_in_flight,
             outbox_quota_bytes: outbox_quota_mb * 1024 * 1024,
+            accept_commands: self.accept_commands.unwrap_or(true),
         }))
     }
 }

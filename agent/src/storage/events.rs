@@ -94,6 +94,9 @@ event_kinds! {
     /// quota (payload: how many of each kind, their id and time range). Written in place
     /// of the first event dropped, so it keeps that position in the sequence.
     OutboxGap => "outbox_gap",
+    /// The answer to a command from the fleet backend (payload: command id, command,
+    /// ok, result or error, duplicate). Published on `<prefix>/response`.
+    CommandResponse => "command_response",
 }
 
 impl fmt::Display for EventKind {
@@ -210,22 +213,30 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> Result<Event, StorageError> {
 impl WriteTx<'_> {
     /// Appends an event in this transaction; returns its id.
     pub fn append_event(&mut self, event: &NewEvent) -> Result<i64, StorageError> {
-        let payload = serde_json::to_string(&event.payload)?;
-        self.connection()
-            .execute(
-                "INSERT INTO events (time_ms, kind, dev_eui, gateway_eui, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    event.time.unix_millis(),
-                    event.kind.as_str(),
-                    event.dev_eui.map(|eui| eui.to_string()),
-                    event.gateway_eui.map(|eui| eui.to_string()),
-                    payload,
-                ],
-            )
-            .map_err(StorageError::sql("appending an event"))?;
-        Ok(self.connection().last_insert_rowid())
+        insert_event(self.connection(), event)
     }
+}
+
+/// Inserts `event` on `connection` (inside the caller's transaction); returns its id.
+pub(crate) fn insert_event(
+    connection: &rusqlite::Connection,
+    event: &NewEvent,
+) -> Result<i64, StorageError> {
+    let payload = serde_json::to_string(&event.payload)?;
+    connection
+        .execute(
+            "INSERT INTO events (time_ms, kind, dev_eui, gateway_eui, payload) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                event.time.unix_millis(),
+                event.kind.as_str(),
+                event.dev_eui.map(|eui| eui.to_string()),
+                event.gateway_eui.map(|eui| eui.to_string()),
+                payload,
+            ],
+        )
+        .map_err(StorageError::sql("appending an event"))?;
+    Ok(connection.last_insert_rowid())
 }
 
 impl Storage {

@@ -174,6 +174,20 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO event_epochs (first_event_id, epoch, created_at_ms)
         VALUES (0, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER));
     "#,
+    // 6: commands received from the fleet backend, by their id: a command delivered
+    // twice (MQTT QoS 1) is applied once and answered again with the same response.
+    r#"
+    CREATE TABLE upstream_commands (
+        command_id      TEXT PRIMARY KEY CHECK (length(command_id) BETWEEN 1 AND 128),
+        command         TEXT NOT NULL,
+        -- 'applying' from receipt until the response is recorded; a restart finds a
+        -- command interrupted half-way in this state.
+        state           TEXT NOT NULL CHECK (state IN ('applying', 'answered')),
+        response        TEXT CHECK (response IS NULL OR json_valid(response)),
+        received_at_ms  INTEGER NOT NULL,
+        answered_at_ms  INTEGER
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -33,6 +33,7 @@ pub mod migrations;
 pub mod outbox;
 pub mod sessions;
 mod snapshot;
+pub mod upstream_commands;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -110,7 +110,7 @@ impl QuotaOutcome {
 /// writer); its writes are short transactions.
 #[derive(Debug)]
 pub struct Outbox {
-    connection: Connection,
+    pub(super) connection: Connection,
 }
 
 /// One class of droppable events, in the order the policy drops them.

@@ -57,9 +57,19 @@ impl EventMessage {
     }
 }
 
-/// The topic of events of `kind` under `prefix`: `<prefix>/event/<kind>`.
+/// The topic of events of `kind` under `prefix`: `<prefix>/event/<kind>`, except the
+/// answers to commands, on `<prefix>/response`.
 pub fn event_topic(prefix: &str, kind: &str) -> String {
-    format!("{prefix}/event/{kind}")
+    if kind == crate::storage::EventKind::CommandResponse.as_str() {
+        format!("{prefix}/response")
+    } else {
+        format!("{prefix}/event/{kind}")
+    }
+}
+
+/// The topic filter of the commands under `prefix`: `<prefix>/command/+`.
+pub fn command_filter(prefix: &str) -> String {
+    format!("{prefix}/command/+")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! This module also owns the connection settings ([`connection_options`]): TLS
 //! ([`tls`]), credentials from secret files, keep-alive, in-flight window.
 
+pub mod commands;
 pub mod message;
 pub mod publisher;
 pub mod tls;

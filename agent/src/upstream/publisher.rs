@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::message::{event_topic, EventMessage};
+use super::commands::CommandProcessor;
+use super::message::{command_filter, event_topic, EventMessage};
 use super::{connection_options, UpstreamError};
 use crate::clock::WallTime;
 use crate::config::MqttConfig;
@@ -49,6 +50,9 @@ pub struct UpstreamStatus {
     pub broker: String,
     /// Connected (CONNACK received) right now.
     pub connected: bool,
+    /// Subscribed to the backend's commands on this connection (SUBACK received).
+    #[serde(default)]
+    pub commands_subscribed: bool,
     /// Events waiting for the broker's acknowledgement.
     pub outbox_events: u64,
     /// Their estimated size, bytes.
@@ -81,6 +85,7 @@ pub struct Publisher {
     outbox: Outbox,
     status: watch::Sender<UpstreamStatus>,
     over_quota_reported: bool,
+    commands: Option<CommandProcessor>,
 }
 
 /// How a connection ended.
@@ -128,7 +133,18 @@ impl Publisher {
             outbox,
             status: watch::channel(status).0,
             over_quota_reported: false,
+            commands: None,
         })
+    }
+
+    /// Also subscribes to the backend's commands and applies them with `processor`.
+    /// The MQTT session becomes persistent (commands sent while the gateway is offline
+    /// wait at the broker), and each command is acknowledged only once its answer is
+    /// recorded (a command cut short by a crash is delivered again).
+    pub fn with_commands(mut self, processor: CommandProcessor) -> Self {
+        self.options.set_clean_session(false).set_manual_acks(true);
+        self.commands = Some(processor);
+        self
     }
 
     /// Checks the quota every `interval` instead of [`QUOTA_CHECK_INTERVAL`] (tests).
@@ -150,7 +166,10 @@ impl Publisher {
         loop {
             match self.session(shutdown.as_mut()).await {
                 SessionEnd::Shutdown => {
-                    self.status.send_modify(|status| status.connected = false);
+                    self.status.send_modify(|status| {
+                        status.connected = false;
+                        status.commands_subscribed = false;
+                    });
                     return;
                 }
                 SessionEnd::Failed { error, stable } => {
@@ -161,6 +180,7 @@ impl Publisher {
                     warn!(broker = %self.status.borrow().broker, "MQTT: {error}; reconnecting in {:.1} s", wait.as_secs_f64());
                     self.status.send_modify(|status| {
                         status.connected = false;
+                        status.commands_subscribed = false;
                         status.last_error = Some(error);
                     });
                     if self.wait_offline(wait, shutdown.as_mut()).await {
@@ -248,9 +268,22 @@ impl Publisher {
                     return SessionEnd::Shutdown;
                 }
                 polled = eventloop.poll() => match polled {
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if let Err(error) = self.command(&client, &publish).await {
+                            return failed(error, connected_at);
+                        }
+                    }
                     Ok(event) => {
+                        // Subscribed on every connection, even when the broker kept the
+                        // session: one cut before its SUBACK may not hold the subscription.
+                        let subscribe = matches!(&event, Event::Incoming(Packet::ConnAck(_)));
                         if let Err(error) = self.handle(event, &mut in_flight, &mut connected_at) {
                             return failed(error, connected_at);
+                        }
+                        if subscribe && self.commands.is_some() {
+                            if let Err(error) = client.try_subscribe(command_filter(&self.topic_prefix), QoS::AtLeastOnce) {
+                                return failed(format!("subscribing to the commands: {error}"), connected_at);
+                            }
                         }
                     }
                     Err(error) => {
@@ -273,6 +306,27 @@ impl Publisher {
                 _ = quota_timer.tick() => self.check_quota(enqueued_up_to),
             }
         }
+    }
+
+    /// Applies a command message and acknowledges it once its answer is recorded.
+    async fn command(
+        &mut self,
+        client: &AsyncClient,
+        publish: &rumqttc::Publish,
+    ) -> Result<(), String> {
+        let prefix = format!("{}/command/", self.topic_prefix);
+        if let (Some(processor), Some(name)) = (&self.commands, publish.topic.strip_prefix(&prefix))
+        {
+            processor
+                .process(&mut self.outbox, name, &publish.payload, now())
+                .await
+                .map_err(|error| format!("recording the answer to a command: {error}"))?;
+        } else {
+            debug!(topic = %publish.topic, "MQTT: a message on a topic we do not handle");
+        }
+        client
+            .try_ack(publish)
+            .map_err(|error| format!("acknowledging a command: {error}"))
     }
 
     /// Hands events to the connection until the window is full or the outbox empty.
@@ -345,6 +399,11 @@ impl Publisher {
                     status.connected = true;
                     status.connections += 1;
                 });
+            }
+            Event::Incoming(Packet::SubAck(_)) => {
+                info!("MQTT: listening for commands");
+                self.status
+                    .send_modify(|status| status.commands_subscribed = true);
             }
             Event::Outgoing(Outgoing::Publish(packet_id)) => {
                 if let Some(publish) = in_flight

@@ -128,7 +128,7 @@ impl Mosquitto {
         std::fs::write(
             &config,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\n",
                 self.port,
                 self.directory.path().display()
             ),
@@ -278,6 +278,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, delay_ms: &Atom
 /// message with its topic.
 pub struct Backend {
     pub received: Arc<Mutex<Vec<(String, EventMessage)>>>,
+    client: rumqttc::Client,
 }
 
 impl Backend {
@@ -304,7 +305,8 @@ impl Backend {
             options.set_credentials(user, password);
         }
         let (client, mut connection) = rumqttc::Client::new(options, 100);
-        let filter = format!("{prefix}/event/#");
+        let publisher = client.clone();
+        let filters = [format!("{prefix}/event/#"), format!("{prefix}/response")];
         let received = Arc::new(Mutex::new(Vec::new()));
         let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
         let sink = received.clone();
@@ -313,7 +315,12 @@ impl Backend {
                 match notification {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
                         if !ack.session_present {
-                            let _ = client.try_subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce);
+                            let _ = client.try_subscribe_many(filters.iter().map(|filter| {
+                                rumqttc::SubscribeFilter::new(
+                                    filter.clone(),
+                                    rumqttc::QoS::AtLeastOnce,
+                                )
+                            }));
                         }
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
@@ -334,7 +341,50 @@ impl Backend {
         subscribed_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the backend's subscription was not acknowledged");
-        Backend { received }
+        Backend {
+            received,
+            client: publisher,
+        }
+    }
+
+    /// Publishes a command (QoS 1) on `<prefix>/command/<name>`.
+    pub fn command(&self, prefix: &str, name: &str, body: &serde_json::Value) {
+        self.client
+            .publish(
+                format!("{prefix}/command/{name}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(body).unwrap(),
+            )
+            .unwrap();
+    }
+
+    /// The answers to command `command_id` received so far (`command_response`
+    /// payloads).
+    pub fn responses(&self, command_id: &str) -> Vec<serde_json::Value> {
+        self.messages()
+            .into_iter()
+            .filter(|message| {
+                message.kind == "command_response" && message.payload["command_id"] == command_id
+            })
+            .map(|message| message.payload)
+            .collect()
+    }
+
+    /// Waits for the `count`th answer to `command_id` and returns it.
+    pub fn wait_for_response(&self, command_id: &str, count: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let responses = self.responses(command_id);
+            if responses.len() >= count {
+                return responses[count - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer {count} to command {command_id}; got {responses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn messages(&self) -> Vec<EventMessage> {

@@ -87,7 +87,9 @@ fn status(client: &ApiClient, json: bool) -> Result<(), Failure> {
     match &status.upstream {
         None => println!("upstream   off (no [mqtt] broker)"),
         Some(upstream) => {
-            let state = if upstream.connected {
+            let state = if upstream.connected && upstream.commands_subscribed {
+                "connected, listening for commands".to_string()
+            } else if upstream.connected {
                 "connected".to_string()
             } else {
                 match &upstream.last_error {
