@@ -242,6 +242,12 @@ fn a_backhaul_that_silently_drops_packets_is_given_up_and_nothing_is_lost() {
     );
     append_events(&mut storage, 10);
     assert_delivered_once_in_order(&backend, &storage);
+    assert_eq!(
+        publisher.status().connections,
+        1,
+        "{:?}",
+        publisher.status()
+    );
     let connections_before = publisher.status().connections;
 
     proxy.set(Backhaul::Blackhole);

@@ -16,13 +16,20 @@ use std::time::{Duration, Instant};
 
 use fuota_agent::upstream::message::EventMessage;
 
-/// A free loopback TCP port.
+/// A free loopback TCP port for a broker, below the ephemeral range (32768 and up on
+/// Linux): a port the kernel hands out for bind(0) or for the local end of an outgoing
+/// connection could be taken by another test between this check and the broker's bind.
+/// Tests of one process draw from a counter, so they never get the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = 20_000 + (u64::from(std::process::id()) * 97) % 10_000;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(base + offset % 2_000).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts TCP connections on `port`.
