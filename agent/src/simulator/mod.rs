@@ -40,9 +40,10 @@ use crate::storage::{Device, DeviceSession, MacVersion, Storage};
 use lorawan_fuota::image::ImageVersion;
 use node::{NodeIdentity, SimNode};
 
-/// The hardware version of the simulated nodes (TS006) and its registry name.
+/// The hardware version of the simulated nodes (TS006).
 pub const HARDWARE_VERSION: u32 = 0x0001_0203;
-const HARDWARE_NAME: &str = "stm32wl55-sim";
+/// The simulated nodes' hardware version as the registry writes it (campaign targets).
+pub const HARDWARE_NAME: &str = "stm32wl55-sim";
 /// Virtual start: 2026-06-01T00:00:00Z.
 const START_UNIX_S: i64 = 1_780_272_000;
 /// RX2 data rate of the simulated EU868 network (DR3, SF9).
@@ -97,6 +98,11 @@ pub struct SimulationConfig {
     /// Run the agent's production Semtech UDP transport on loopback, the simulated
     /// gateway at the other end of a real socket (the default is in memory).
     pub udp: bool,
+    /// Create and start the campaign with this `create_campaign` command from the fleet
+    /// backend (the JSON an MQTT message carries), through the agent's upstream command
+    /// processor, instead of directly. `{image_sha256}` in it stands for the simulated
+    /// image's SHA-256 (which the backend knows from announcing the image).
+    pub campaign_command: Option<String>,
 }
 
 impl Default for SimulationConfig {
@@ -114,6 +120,7 @@ impl Default for SimulationConfig {
             clock_step: None,
             burst_length: None,
             udp: false,
+            campaign_command: None,
         }
     }
 }
@@ -492,10 +499,12 @@ async fn run(
         duty_cycle: DutyCycleConfig::default(),
         tx_power_dbm: None,
     };
-    let (service, _handle, mut notifications) =
+    let (service, handle, mut notifications) =
         Service::new(settings, storage, transport, Arc::new(clock.clone()))
             .map_err(setup("service"))?;
     let mut service = service.with_campaigns(engine);
+    let database = directory.path().join("agent.db");
+    let reader = Storage::open_reader(&database).map_err(setup("database reader"))?;
     let overrides = ParameterOverrides {
         data_rate: config.data_rate,
         fixed_redundancy_percent: config.fixed_redundancy_percent,
@@ -503,24 +512,66 @@ async fn run(
     };
     let spec = CampaignSpec {
         name: "simulation".into(),
-        image_sha256,
+        image_sha256: image_sha256.clone(),
         targets: Targets::HardwareVersion {
             hardware_version: HARDWARE_NAME.into(),
         },
         delivery: DeliveryChoice::Multicast,
         overrides,
     };
-    let id = service
-        .campaign_request(CampaignRequest::Create(Box::new(spec)))
-        .map_err(|error| SimulationError::Invalid(error.to_string()))?;
-    let campaign = service
+    let created = match &config.campaign_command {
+        None => {
+            let id = service
+                .campaign_request(CampaignRequest::Create(Box::new(spec)))
+                .map_err(|error| SimulationError::Invalid(error.to_string()))?;
+            service
+                .campaign_request(CampaignRequest::Start(id))
+                .map_err(|error| SimulationError::Agent(error.to_string()))?;
+            Some(id)
+        }
+        Some(_) => None,
+    };
+    let service_run = service.run(std::future::pending());
+    tokio::pin!(service_run);
+    let id = match (&config.campaign_command, created) {
+        (None, Some(id)) => id,
+        (None, None) => return Err(SimulationError::Agent("no campaign was created".into())),
+        (Some(template), _) => {
+            let command = template.replace("{image_sha256}", &image_sha256);
+            let processor = crate::upstream::commands::CommandProcessor::new(
+                handle.clone(),
+                Storage::open_reader(&database).map_err(setup("database reader"))?,
+            );
+            let mut outbox =
+                crate::storage::outbox::Outbox::open(&database).map_err(setup("outbox"))?;
+            let response = tokio::select! {
+                outcome = &mut service_run => {
+                    return Err(SimulationError::Agent(match outcome {
+                        Ok(_) => "the service loop ended".into(),
+                        Err(error) => error.to_string(),
+                    }));
+                }
+                response = processor.process(&mut outbox, "create_campaign", command.as_bytes(), start) => {
+                    response.map_err(setup("recording the command's answer"))?
+                }
+            };
+            let started = response["result"]["state"] == "running";
+            match response["result"]["campaign"].as_i64() {
+                Some(id) if started => id,
+                _ => {
+                    return Err(SimulationError::Invalid(format!(
+                        "the create_campaign command did not start a campaign: {response}"
+                    )))
+                }
+            }
+        }
+    };
+    let campaign = reader
         .campaign(id)
-        .map_err(|error| SimulationError::Agent(error.to_string()))?;
+        .map_err(|error| SimulationError::Agent(error.to_string()))?
+        .ok_or_else(|| SimulationError::Agent(format!("campaign {id} is not in the database")))?;
     let parameters = campaign.parameters;
     let target_version = campaign.target_version;
-    service
-        .campaign_request(CampaignRequest::Start(id))
-        .map_err(|error| SimulationError::Agent(error.to_string()))?;
 
     let channels_hz = uplink_channels(&Region::new(config.region, RegionOptions::default()));
     if channels_hz.is_empty() {
@@ -540,8 +591,6 @@ async fn run(
     let mut slot: u64 = 0;
     let mut last_progress_s = 0;
 
-    let service_run = service.run(std::future::pending());
-    tokio::pin!(service_run);
     loop {
         let next_delivery = on_air
             .iter()
