@@ -53,7 +53,11 @@ pub const EVENT_ROW_OVERHEAD: u64 = 96;
 pub const TELEMETRY_KEEP_MS: i64 = 3_600_000;
 
 /// At most this many events are dropped into one gap event.
-const DROP_BATCH: usize = 5_000;
+const DROP_BATCH: usize = 20_000;
+
+/// Room kept for the gap event a run of dropped events leaves (its payload is about
+/// 250 bytes): a run must free more than this, or dropping it gains nothing.
+const GAP_EVENT_BYTES: u64 = 400 + EVENT_ROW_OVERHEAD;
 
 /// An event waiting to be published, with the id it is published under.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,11 +256,18 @@ impl Outbox {
         for tier in &DROP_TIERS {
             while to_free > 0 {
                 let cutoff = now.unix_millis() - tier.min_age_ms;
-                let doomed = self.choose_droppable(tier, floor, cutoff, to_free)?;
-                if doomed.is_empty() {
+                // Enough to free `to_free` and pay for the gap event that replaces them.
+                let doomed =
+                    self.choose_droppable(tier, floor, cutoff, to_free + GAP_EVENT_BYTES)?;
+                let run_bytes: u64 = doomed.iter().map(|event| event.bytes).sum();
+                if doomed.len() < 2 || run_bytes <= GAP_EVENT_BYTES {
+                    // Nothing left in this tier that frees more than its gap event.
                     break;
                 }
                 let freed = self.drop_run(&doomed, quota_bytes, now, &mut outcome)?;
+                if freed == 0 {
+                    break;
+                }
                 to_free = to_free.saturating_sub(freed);
             }
         }
@@ -571,6 +582,32 @@ mod tests {
             .iter()
             .filter(|(_, kind)| *kind == EventKind::Uplink)
             .all(|(id, _)| *id > last_dropped));
+    }
+
+    #[test]
+    fn just_over_the_quota_a_few_uplinks_go_into_one_gap() {
+        let (_directory, mut storage, mut outbox) = open();
+        for index in 0..200 {
+            append(&mut storage, EventKind::Uplink, NOW_MS + index, 300);
+        }
+        let before = outbox.depth().expect("depth");
+        // Over by one byte: the policy goes down to 90 % of the quota, in one run.
+        let quota = before.bytes - 1;
+        let outcome = outbox
+            .enforce_quota(quota, 0, at(NOW_MS + 300))
+            .expect("quota");
+        assert_eq!(outcome.gap_event_ids.len(), 1, "{outcome:?}");
+        let after = outbox.depth().expect("depth");
+        assert!(after.bytes <= quota / 10 * 9 + GAP_EVENT_BYTES, "{after:?}");
+        assert!(
+            after.bytes >= quota / 10 * 8,
+            "dropped far too much: {after:?}"
+        );
+        // A second check finds nothing to do.
+        let again = outbox
+            .enforce_quota(quota, 0, at(NOW_MS + 300))
+            .expect("quota");
+        assert_eq!(again.dropped_total(), 0, "{again:?}");
     }
 
     #[test]
