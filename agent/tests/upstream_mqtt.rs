@@ -396,3 +396,106 @@ fn against_mosquitto_events_written_while_the_broker_is_stopped_arrive_once_in_o
     assert!(publisher.status().connections >= 2);
     publisher.stop();
 }
+
+/// A CA, and a certificate signed by it: (CA PEM, certificate PEM, key PEM).
+fn certificates(subject_alt_names: &[&str], client: bool) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fuota test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = subject_alt_names
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    let mut params = CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, if client { "gw-tls" } else { "broker" });
+    params.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let certificate = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), certificate.pem(), key.serialize_pem())
+}
+
+#[test]
+fn over_tls_with_a_client_certificate_events_arrive_and_a_broker_of_another_ca_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(binary) = mqtt::mosquitto_binary() else {
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let (server_ca, server_cert, server_key) = certificates(&["127.0.0.1", "localhost"], false);
+    let (client_ca, client_cert, client_key) = certificates(&[], true);
+    // The broker trusts the client's CA; the agent trusts the server's.
+    let broker = Mosquitto::start_tls(
+        binary,
+        write("client-ca.pem", &client_ca),
+        write("server.pem", &server_cert),
+        write("server.key", &server_key),
+    );
+    let tls_port = broker.tls.as_ref().unwrap().0;
+    let backend = Backend::subscribe(broker.port, PREFIX);
+    let (_directory, database, mut storage) = open_storage();
+    let tls = |ca: &Path| {
+        format!(
+            "ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            ca.display(),
+            write("client.pem", &client_cert).display(),
+            write("client.key", &client_key).display()
+        )
+    };
+    let secure = |extra: &str| {
+        let text = format!(
+            "[mqtt]\nbroker = \"mqtts://127.0.0.1:{tls_port}\"\ngateway_id = \"gw-test\"\n\
+             reconnect_min_s = 1\nreconnect_max_s = 1\nack_timeout_s = 2\nkeep_alive_s = 5\n{extra}"
+        );
+        Config::parse(&text, "test").unwrap().mqtt.unwrap()
+    };
+    append_events(&mut storage, 10);
+    let publisher = RunningPublisher::start(
+        &secure(&tls(&write("server-ca.pem", &server_ca))),
+        &database,
+        Duration::from_secs(10),
+    );
+    assert_delivered_once_in_order(&backend, &storage);
+    publisher.stop();
+
+    // A broker whose certificate does not chain to ca_file: no connection, and the
+    // status says why.
+    let (other_ca, _, _) = certificates(&["127.0.0.1"], false);
+    let refused = RunningPublisher::start(
+        &secure(&tls(&write("other-ca.pem", &other_ca))),
+        &database,
+        Duration::from_secs(10),
+    );
+    refused.wait_until("the broker refused", Duration::from_secs(10), |status| {
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("certificate") || error.contains("UnknownIssuer"))
+    });
+    assert!(!refused.status().connected);
+    refused.stop();
+}

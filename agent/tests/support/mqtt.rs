@@ -112,6 +112,9 @@ pub fn mosquitto_binary() -> Option<PathBuf> {
 pub struct Mosquitto {
     binary: PathBuf,
     pub port: u16,
+    /// A second listener with TLS that requires a client certificate, if configured:
+    /// its port and the CA, certificate and key files (PEM).
+    pub tls: Option<(u16, PathBuf, PathBuf, PathBuf)>,
     directory: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -122,6 +125,22 @@ impl Mosquitto {
         let mut mosquitto = Mosquitto {
             binary,
             port: free_port(),
+            tls: None,
+            directory,
+            child: None,
+        };
+        mosquitto.resume();
+        mosquitto
+    }
+
+    /// A broker with a plain listener and a TLS listener (`ca`, server `cert` and
+    /// `key`, client certificates required).
+    pub fn start_tls(binary: PathBuf, ca: PathBuf, cert: PathBuf, key: PathBuf) -> Mosquitto {
+        let directory = tempfile::tempdir().unwrap();
+        let mut mosquitto = Mosquitto {
+            binary,
+            port: free_port(),
+            tls: Some((free_port(), ca, cert, key)),
             directory,
             child: None,
         };
@@ -141,6 +160,16 @@ impl Mosquitto {
             ),
         )
         .unwrap();
+        if let Some((port, ca, cert, key)) = &self.tls {
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ));
+            std::fs::write(&config, text).unwrap();
+        }
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&config)
@@ -150,6 +179,9 @@ impl Mosquitto {
             .unwrap();
         self.child = Some(child);
         wait_for_listener(self.port);
+        if let Some((port, ..)) = &self.tls {
+            wait_for_listener(*port);
+        }
     }
 
     /// Stops the broker (SIGTERM: it saves its sessions, every connection drops, new
