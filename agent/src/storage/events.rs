@@ -97,6 +97,12 @@ event_kinds! {
     /// The answer to a command from the fleet backend (payload: command id, command,
     /// ok, result or error, duplicate). Published on `<prefix>/response`.
     CommandResponse => "command_response",
+    /// A firmware download the fleet backend announced began (payload: download id,
+    /// URL without query or credentials, SHA-256, size, version).
+    ImageDownloadStarted => "image_download_started",
+    /// A firmware download was given up (payload: download id, SHA-256, URL, reason);
+    /// nothing of it entered the cache.
+    ImageDownloadFailed => "image_download_failed",
 }
 
 impl fmt::Display for EventKind {

@@ -188,6 +188,24 @@ pub const MIGRATIONS: &[&str] = &[
         answered_at_ms  INTEGER
     ) STRICT;
     "#,
+    // 7: firmware downloads the fleet backend announced, resumed after a restart.
+    r#"
+    CREATE TABLE image_downloads (
+        id             INTEGER PRIMARY KEY,
+        url            TEXT NOT NULL,
+        sha256         TEXT NOT NULL CHECK (length(sha256) = 64),
+        size           INTEGER NOT NULL CHECK (size > 0),
+        name           TEXT NOT NULL,
+        version        TEXT,
+        state          TEXT NOT NULL CHECK (state IN ('downloading', 'imported', 'failed')),
+        bytes_done     INTEGER NOT NULL DEFAULT 0,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        last_error     TEXT,
+        created_at_ms  INTEGER NOT NULL,
+        updated_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX image_downloads_active ON image_downloads (sha256) WHERE state = 'downloading';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -29,6 +29,7 @@ pub mod devices;
 pub mod events;
 pub mod firmware_images;
 pub mod frame_counters;
+pub mod image_downloads;
 pub mod migrations;
 pub mod outbox;
 pub mod sessions;
