@@ -28,10 +28,12 @@ use fuota_agent::network_server::{NetworkServerSettings, OwnershipIndex};
 use fuota_agent::packet_forwarder::UdpPacketForwarder;
 use fuota_agent::service::{Service, ServiceSettings};
 use fuota_agent::simulator::{self, SimulationConfig, SimulationReport};
+use fuota_agent::storage::image_downloads::DownloadStore;
 use fuota_agent::storage::outbox::Outbox;
 use fuota_agent::storage::{EventKind, NewEvent, Storage};
 use fuota_agent::systemd::ServiceManager;
 use fuota_agent::upstream::commands::CommandProcessor;
+use fuota_agent::upstream::download::Downloader;
 use fuota_agent::upstream::Publisher;
 
 #[derive(Debug, Parser)]
@@ -631,8 +633,8 @@ async fn serve(
             .context("cannot load the device registry")?;
     let mut service = service.with_campaigns(engine);
     // Upstream sync: a publisher on its own database connection, beside the core loop.
-    let (upstream_stop, upstream_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut upstream_task = None;
+    let (upstream_stop, upstream_stopped) = tokio::sync::watch::channel(false);
+    let mut upstream_tasks = Vec::new();
     let upstream_status = match &config.mqtt {
         None => None,
         Some(mqtt) => {
@@ -647,13 +649,29 @@ async fn serve(
                         database.display()
                     )
                 })?;
-                publisher = publisher.with_commands(CommandProcessor::new(handle.clone(), reader));
+                // Images the backend announces are fetched in the background and
+                // verified like a local import.
+                let store = DownloadStore::open(database).with_context(|| {
+                    format!("cannot open the downloads in {}", database.display())
+                })?;
+                let downloader = Downloader::new(
+                    store,
+                    &config.firmware.cache_directory,
+                    config.firmware.download_ca_file.as_deref(),
+                    handle.clone(),
+                )
+                .context("cannot start image downloads")?;
+                publisher = publisher.with_commands(
+                    CommandProcessor::new(handle.clone(), reader)
+                        .with_downloads(downloader.queue()),
+                );
+                upstream_tasks.push(tokio::spawn(
+                    downloader.run(stopped(upstream_stopped.clone())),
+                ));
             }
             let status = publisher.status();
             info!(broker = %mqtt.broker, topic_prefix = %mqtt.topic_prefix, "upstream sync on");
-            upstream_task = Some(tokio::spawn(publisher.run(async move {
-                let _ = upstream_stopped.await;
-            })));
+            upstream_tasks.push(tokio::spawn(publisher.run(stopped(upstream_stopped))));
             Some(status)
         }
     };
@@ -740,8 +758,8 @@ async fn serve(
     let _ = api_stop.send(());
     let _ = monitoring_stop.send(());
     let _ = api_task.await;
-    let _ = upstream_stop.send(());
-    if let Some(task) = upstream_task {
+    let _ = upstream_stop.send(true);
+    for task in upstream_tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
     }
     let mut storage = result?;
@@ -752,6 +770,11 @@ async fn serve(
         .shutdown()
         .context("cannot close the database cleanly")?;
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// On every SIGHUP (`systemctl reload fuota-agent`): reads the configuration again and

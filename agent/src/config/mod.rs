@@ -96,6 +96,9 @@ pub struct FirmwareConfig {
     pub cache_directory: PathBuf,
     /// `trusted_keys`: PEM public keys an image must be signed with (one of them).
     pub trusted_keys: Vec<PathBuf>,
+    /// `download_ca_file`: CA certificates (PEM) for HTTPS image downloads; `None`: the
+    /// system's CA store.
+    pub download_ca_file: Option<PathBuf>,
 }
 
 impl Default for FirmwareConfig {
@@ -103,6 +106,7 @@ impl Default for FirmwareConfig {
         FirmwareConfig {
             cache_directory: PathBuf::from(DEFAULT_IMAGE_CACHE_DIRECTORY),
             trusted_keys: Vec::new(),
+            download_ca_file: None,
         }
     }
 }
@@ -261,6 +265,7 @@ struct RawConfig {
 struct RawFirmware {
     cache_directory: Option<Spanned<PathBuf>>,
     trusted_keys: Option<Vec<Spanned<PathBuf>>>,
+    download_ca_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -386,6 +391,11 @@ impl RawFirmware {
                 return Err((span, format!("{} is listed twice", path.display())));
             }
             config.trusted_keys.push(path);
+        }
+        if let Some(path) = self.download_ca_file {
+            if !path.get_ref().as_os_str().is_empty() {
+                config.download_ca_file = Some(absolute_path(path)?);
+            }
         }
         Ok(config)
     }

@@ -40,6 +40,10 @@ impl ReloadPlan {
                 running.firmware.cache_directory != reloaded.firmware.cache_directory,
             ),
             ("[api]", running.api != reloaded.api),
+            (
+                "[firmware] download_ca_file",
+                running.firmware.download_ca_file != reloaded.firmware.download_ca_file,
+            ),
             ("[mqtt]", running.mqtt != reloaded.mqtt),
         ];
         plan.needs_restart = restart_only

@@ -12,6 +12,7 @@
 //! | `remove_device` | `dev_eui` |
 //! | `create_campaign` | `campaign`: as `POST /v1/campaigns` takes it; `start` (bool, default false) |
 //! | `start_campaign`, `pause_campaign`, `resume_campaign`, `cancel_campaign` | `campaign`: its id |
+//! | `announce_image` | `url` (https), `sha256`, `size`, `name`, `version` (optional): download it ([`super::download`]) |
 //!
 //! Applying a command twice does no more than once: devices already registered with
 //! the same keys are left as they are, removing a device that is gone succeeds,
@@ -22,6 +23,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::download::{check_announcement, DownloadQueue};
 use crate::api::device_from_request;
 use crate::api::views::NewDevice;
 use crate::campaign::{CampaignError, CampaignId, CampaignSpec, CampaignState};
@@ -30,13 +32,15 @@ use crate::identifiers::DevEui;
 use crate::service::campaigns::CampaignRequest;
 use crate::service::operations::{Operation, OperationError, OperationErrorKind};
 use crate::service::{ServiceCommand, ServiceHandle};
+use crate::storage::image_downloads::AnnouncedImage;
 use crate::storage::outbox::Outbox;
 use crate::storage::upstream_commands::CommandRecord;
 use crate::storage::{Device, Storage, StorageError};
 
 /// The commands, by topic name.
-pub const COMMANDS: [&str; 7] = [
+pub const COMMANDS: [&str; 8] = [
     "add_devices",
+    "announce_image",
     "remove_device",
     "create_campaign",
     "start_campaign",
@@ -62,6 +66,8 @@ pub enum UpstreamCommand {
         /// Start it at once.
         start: bool,
     },
+    /// Download an image into the cache.
+    AnnounceImage(AnnouncedImage),
     /// Start, pause, resume or cancel a campaign.
     CampaignAction {
         /// `start`, `pause`, `resume` or `cancel`.
@@ -124,6 +130,18 @@ struct CreateCampaignBody {
     campaign: CampaignSpec,
     #[serde(default)]
     start: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnnounceImageBody {
+    #[allow(dead_code)]
+    id: String,
+    url: String,
+    sha256: String,
+    size: u64,
+    name: Option<String>,
+    version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +218,30 @@ fn parse_body(name: &str, payload: &[u8]) -> Result<UpstreamCommand, String> {
                 spec: Box::new(body.campaign),
                 start: body.start,
             })
+        }
+        "announce_image" => {
+            let body: AnnounceImageBody = body(name, payload)?;
+            let sha256 = body.sha256.to_ascii_lowercase();
+            let name = match body.name {
+                Some(name) => name,
+                None => body
+                    .url
+                    .split(['?', '#'])
+                    .next()
+                    .and_then(|path| path.rsplit('/').next())
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{sha256}.img")),
+            };
+            let image = AnnouncedImage {
+                url: body.url,
+                sha256,
+                size: body.size,
+                name,
+                version: body.version,
+            };
+            check_announcement(&image).map_err(|reason| format!("announce_image: {reason}"))?;
+            Ok(UpstreamCommand::AnnounceImage(image))
         }
         "start_campaign" => action(CampaignAction::Start),
         "pause_campaign" => action(CampaignAction::Pause),
@@ -283,6 +325,7 @@ impl From<StorageError> for CommandFailure {
 /// Applies commands through the core loop and records their answers.
 pub struct CommandProcessor {
     handle: ServiceHandle,
+    downloads: Option<DownloadQueue>,
     /// Behind a mutex so the processor can be shared by the publisher's task; only
     /// locked between awaits.
     reader: std::sync::Mutex<Storage>,
@@ -294,8 +337,15 @@ impl CommandProcessor {
     pub fn new(handle: ServiceHandle, reader: Storage) -> Self {
         CommandProcessor {
             handle,
+            downloads: None,
             reader: std::sync::Mutex::new(reader),
         }
+    }
+
+    /// Accepts `announce_image`, queueing downloads on `downloads`.
+    pub fn with_downloads(mut self, downloads: DownloadQueue) -> Self {
+        self.downloads = Some(downloads);
+        self
     }
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Storage> {
@@ -458,6 +508,24 @@ impl CommandProcessor {
             UpstreamCommand::CampaignAction { action, campaign } => {
                 self.campaign_action(action, campaign).await?;
                 self.campaign_answer(campaign)
+            }
+            UpstreamCommand::AnnounceImage(image) => {
+                if self.reader().firmware_image(&image.sha256)?.is_some() {
+                    return Ok(json!({ "image": image.sha256, "already_cached": true }));
+                }
+                let Some(downloads) = &self.downloads else {
+                    return Err(CommandFailure::invalid(
+                        "this agent does not download images (no download queue)",
+                    ));
+                };
+                let (download, new) = downloads.announce(&image)?;
+                Ok(json!({
+                    "image": image.sha256,
+                    "already_cached": false,
+                    "download": download.id,
+                    "state": download.state,
+                    "already_downloading": !new,
+                }))
             }
         }
     }

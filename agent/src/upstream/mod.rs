@@ -13,6 +13,7 @@
 //! ([`tls`]), credentials from secret files, keep-alive, in-flight window.
 
 pub mod commands;
+pub mod download;
 pub mod message;
 pub mod publisher;
 pub mod tls;
@@ -59,6 +60,18 @@ pub enum UpstreamError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[source] rustls::Error),
+    /// The HTTPS client could not be built.
+    #[error("HTTPS client for image downloads: {0}")]
+    Http(String),
+    /// The download directory cannot be created.
+    #[error("cannot create the download directory {}: {source}", path.display())]
+    DownloadDirectory {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The outbox could not be read or written.
     #[error("outbox: {0}")]
     Storage(#[from] StorageError),

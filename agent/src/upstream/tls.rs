@@ -34,17 +34,17 @@ fn certificates(
     Ok(certificates)
 }
 
-/// The rustls configuration for `config`'s broker.
-pub fn client_config(config: &MqttConfig) -> Result<Arc<ClientConfig>, UpstreamError> {
+/// The CA certificates of `ca_file`, or the system's CA store without one.
+fn roots(ca_file: Option<&Path>, key: &'static str) -> Result<RootCertStore, UpstreamError> {
     let mut roots = RootCertStore::empty();
-    match &config.ca_file {
+    match ca_file {
         Some(path) => {
-            for certificate in certificates(path, "ca_file")? {
+            for certificate in certificates(path, key)? {
                 roots
                     .add(certificate)
                     .map_err(|error| UpstreamError::TlsFile {
-                        what: "ca_file",
-                        path: path.clone(),
+                        what: key,
+                        path: path.to_path_buf(),
                         reason: format!("unusable CA certificate: {error}"),
                     })?;
             }
@@ -63,8 +63,27 @@ pub fn client_config(config: &MqttConfig) -> Result<Arc<ClientConfig>, UpstreamE
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls configuration for HTTPS downloads: server certificates checked against
+/// `ca_file` (`[firmware] download_ca_file`) or the system's CA store.
+pub fn https_client_config(ca_file: Option<&Path>) -> Result<ClientConfig, UpstreamError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(UpstreamError::Tls)?
+        .with_root_certificates(roots(ca_file, "download_ca_file")?)
+        .with_no_client_auth())
+}
+
+/// The rustls configuration for `config`'s broker.
+pub fn client_config(config: &MqttConfig) -> Result<Arc<ClientConfig>, UpstreamError> {
+    let roots = roots(config.ca_file.as_deref(), "ca_file")?;
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(UpstreamError::Tls)?
         .with_root_certificates(roots);
