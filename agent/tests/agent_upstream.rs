@@ -5,6 +5,8 @@
 
 #[path = "support/agent_site.rs"]
 mod agent_site;
+#[path = "support/https.rs"]
+mod https;
 #[path = "support/mqtt.rs"]
 mod mqtt;
 
@@ -344,4 +346,246 @@ fn a_command_sent_while_the_agent_is_stopped_is_applied_when_it_comes_back() {
     assert_eq!(answer["result"]["removed"], true);
     assert_eq!(device_count(&site), 0);
     site.stop();
+}
+
+/// An agent with `[mqtt]` commands on and the firmware server's CA trusted for
+/// downloads; waits until it listens for commands.
+fn download_site(broker: u16, gateway_id: &str, server: &https::FirmwareServer) -> AgentSite {
+    let mut site = AgentSite::new("");
+    let ca = site.path("firmware-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    let config = config.replacen(
+        "trusted_keys = [",
+        &format!("download_ca_file = \"{}\"\ntrusted_keys = [", ca.display()),
+        1,
+    );
+    std::fs::write(&site.config, config).unwrap();
+    add_mqtt_section(
+        &site,
+        &format!(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{broker}\"\ngateway_id = \"{gateway_id}\"\n\
+             reconnect_min_s = 1\nreconnect_max_s = 1\n"
+        ),
+    );
+    site.run();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    site
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn cached_images(site: &AgentSite) -> Vec<String> {
+    site.json(&["image", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|image| image["sha256"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits for the upstream event of `kind` about download `download`.
+fn wait_for_download_event(
+    backend: &Backend,
+    kind: &str,
+    download: i64,
+    site: &AgentSite,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(event) = backend
+            .messages()
+            .into_iter()
+            .find(|message| message.kind == kind && message.payload["download"] == download)
+        {
+            return event.payload;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} for download {download}:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_announced_image_cut_half_way_resumes_and_enters_the_cache() {
+    let broker = start_rumqttd(&[]);
+    let prefix = "fuota/gw-dl";
+    let backend = Backend::subscribe(broker, prefix);
+    let server = https::FirmwareServer::start();
+    let site = download_site(broker, "gw-dl", &server);
+    let image = std::fs::read(site.signed_image("1.4.0")).unwrap();
+    let sha256 = sha256_hex(&image);
+    server.put("/images/app-1.4.0.img", image.clone());
+    let half = image.len() / 2;
+    server.cut_next_after(half);
+
+    backend.command(
+        prefix,
+        "announce_image",
+        &serde_json::json!({
+            "id": "dl-1",
+            "url": server.url("/images/app-1.4.0.img"),
+            "sha256": sha256,
+            "size": image.len(),
+            "version": "1.4.0",
+        }),
+    );
+    let answer = backend.wait_for_response("dl-1", 1);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["result"]["already_cached"], false);
+    let download = answer["result"]["download"].as_i64().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cached_images(&site).contains(&sha256) {
+        assert!(Instant::now() < deadline, "never imported:\n{}", site.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The second request asked for the second half only.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].1, None);
+    assert_eq!(
+        requests[1].1.as_deref(),
+        Some(format!("bytes={half}-").as_str())
+    );
+    // The backend heard it start and end, and the part file is gone.
+    let started = wait_for_download_event(&backend, "image_download_started", download, &site);
+    assert_eq!(started["sha256"], sha256);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !backend
+        .messages()
+        .iter()
+        .any(|message| message.kind == "image_imported" && message.payload["sha256"] == sha256)
+    {
+        assert!(Instant::now() < deadline, "image_imported never published");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_dir(site.path("images/downloads"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Announcing it again: already in the cache, nothing fetched.
+    backend.command(
+        prefix,
+        "announce_image",
+        &serde_json::json!({ "id": "dl-2", "url": server.url("/images/app-1.4.0.img"), "sha256": sha256, "size": image.len() }),
+    );
+    let again = backend.wait_for_response("dl-2", 1);
+    assert_eq!(again["result"]["already_cached"], true, "{again}");
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn a_corrupted_an_unsigned_or_a_missing_download_never_enters_the_cache() {
+    let broker = start_rumqttd(&[]);
+    let prefix = "fuota/gw-bad";
+    let backend = Backend::subscribe(broker, prefix);
+    let server = https::FirmwareServer::start();
+    let site = download_site(broker, "gw-bad", &server);
+    let image = std::fs::read(site.signed_image("1.5.0")).unwrap();
+
+    // Corrupted on the way: one byte differs, the length is right.
+    let mut corrupted = image.clone();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x40;
+    server.put("/corrupted.img", corrupted);
+    // Signed by a key the agent does not trust: the announced hash is right.
+    let other_key = site.path("other-key.pem");
+    std::fs::write(
+        &other_key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let untrusted_path = site.path("untrusted.img");
+    let signed = Command::new(env!("CARGO_BIN_EXE_fuotactl"))
+        .args(["image", "sign", "--key"])
+        .arg(&other_key)
+        .args(["--version", "1.5.0", "--hardware-version", "0x00010002"])
+        .arg(agent_site::fixture("body.bin"))
+        .arg(&untrusted_path)
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", text(&signed.stderr));
+    let untrusted = std::fs::read(&untrusted_path).unwrap();
+    server.put("/untrusted.img", untrusted.clone());
+
+    let cases = [
+        (
+            "bad-1",
+            "/corrupted.img",
+            sha256_hex(&image),
+            image.len(),
+            "SHA-256",
+        ),
+        (
+            "bad-2",
+            "/untrusted.img",
+            sha256_hex(&untrusted),
+            untrusted.len(),
+            "refused by the image cache",
+        ),
+        ("bad-3", "/missing.img", sha256_hex(b"missing"), 1000, "404"),
+    ];
+    for (id, path, sha256, size, reason) in cases {
+        backend.command(
+            prefix,
+            "announce_image",
+            &serde_json::json!({ "id": id, "url": server.url(path), "sha256": sha256, "size": size }),
+        );
+        let answer = backend.wait_for_response(id, 1);
+        assert_eq!(answer["ok"], true, "{answer}");
+        let download = answer["result"]["download"].as_i64().unwrap();
+        let failed = wait_for_download_event(&backend, "image_download_failed", download, &site);
+        assert!(
+            failed["reason"].as_str().unwrap().contains(reason),
+            "{id}: {failed}"
+        );
+    }
+    assert!(
+        cached_images(&site).is_empty(),
+        "{:?}",
+        cached_images(&site)
+    );
+    assert_eq!(
+        std::fs::read_dir(site.path("images/downloads"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // An announcement that is wrong on its face is refused at once.
+    backend.command(
+        prefix,
+        "announce_image",
+        &serde_json::json!({ "id": "bad-4", "url": "http://127.0.0.1/app.img", "sha256": sha256_hex(&image), "size": 10 }),
+    );
+    let refused = backend.wait_for_response("bad-4", 1);
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https"),
+        "{refused}"
+    );
 }
