@@ -174,12 +174,16 @@ fn a_password_file_others_can_read_stops_the_agent_and_check_config_says_why() {
 }
 
 fn command_site(broker: u16, gateway_id: &str) -> AgentSite {
+    command_site_with(broker, gateway_id, "")
+}
+
+fn command_site_with(broker: u16, gateway_id: &str, extra: &str) -> AgentSite {
     let mut site = AgentSite::new("");
     add_mqtt_section(
         &site,
         &format!(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:{broker}\"\ngateway_id = \"{gateway_id}\"\n\
-             reconnect_min_s = 1\nreconnect_max_s = 1\n"
+             reconnect_min_s = 1\nreconnect_max_s = 1\n{extra}"
         ),
     );
     site.run();
@@ -314,13 +318,23 @@ fn commands_from_upstream_are_applied_once_by_id_and_answered() {
 
 #[test]
 fn a_command_sent_while_the_agent_is_stopped_is_applied_when_it_comes_back() {
+    command_while_stopped("");
+}
+
+#[test]
+fn over_mqtt_5_a_command_sent_while_the_agent_is_stopped_is_applied_when_it_comes_back() {
+    // MQTT 5 ends a session at the disconnect unless it has an expiry interval.
+    command_while_stopped("protocol = \"5\"\n");
+}
+
+fn command_while_stopped(extra: &str) {
     let Some(binary) = mqtt::mosquitto_binary() else {
         return;
     };
     let broker = mqtt::Mosquitto::start(binary);
     let prefix = "fuota/gw-offline";
     let backend = Backend::subscribe(broker.port, prefix);
-    let mut site = command_site(broker.port, "gw-offline");
+    let mut site = command_site_with(broker.port, "gw-offline", extra);
     site.add_device("0016c00100000009", "board-a");
     let deadline = Instant::now() + Duration::from_secs(10);
     while site.json(&["status"])["upstream"]["commands_subscribed"] != true {

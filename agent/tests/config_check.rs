@@ -268,7 +268,12 @@ fn a_wrong_type_inside_a_list_points_at_the_element() {
 
 #[test]
 fn mqtt_mistakes_are_named_with_their_key_and_line() {
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
+        (
+            "broker = \"mqtt://b\"\nprotocol = \"4\"",
+            "mqtt.protocol",
+            "\"3.1.1\" or \"5\"",
+        ),
         (
             "broker = \"broker.example.com:1883\"",
             "mqtt.broker",

@@ -368,6 +368,15 @@ fn over_the_quota_plain_uplinks_go_results_stay_and_the_gap_is_in_the_sequence()
 
 #[test]
 fn against_mosquitto_events_written_while_the_broker_is_stopped_arrive_once_in_order() {
+    broker_stopped_and_started_again("");
+}
+
+#[test]
+fn over_mqtt_5_events_written_while_the_broker_is_stopped_arrive_once_in_order() {
+    broker_stopped_and_started_again("protocol = \"5\"\n");
+}
+
+fn broker_stopped_and_started_again(extra: &str) {
     let Some(binary) = mqtt::mosquitto_binary() else {
         return;
     };
@@ -375,7 +384,7 @@ fn against_mosquitto_events_written_while_the_broker_is_stopped_arrive_once_in_o
     let backend = Backend::subscribe(broker.port, PREFIX);
     let (_directory, database, mut storage) = open_storage();
     let publisher = RunningPublisher::start(
-        &mqtt_config(broker.port, ""),
+        &mqtt_config(broker.port, extra),
         &database,
         Duration::from_secs(10),
     );

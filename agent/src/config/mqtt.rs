@@ -91,6 +91,8 @@ pub struct MqttConfig {
     pub outbox_quota_bytes: u64,
     /// `accept_commands`: subscribe to `<prefix>/command/+` and apply what comes.
     pub accept_commands: bool,
+    /// `protocol`: MQTT 3.1.1 (`false`) or MQTT 5 (`true`).
+    pub mqtt5: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -112,6 +114,7 @@ pub(super) struct RawMqtt {
     max_in_flight: Option<Spanned<u16>>,
     outbox_quota_mb: Option<Spanned<u64>>,
     accept_commands: Option<bool>,
+    protocol: Option<Spanned<String>>,
 }
 
 /// `value` if set and within `range`, else `default`.
@@ -358,6 +361,19 @@ impl RawMqtt {
             "MiB",
         )?;
 
+        let mqtt5 = match &self.protocol {
+            None => false,
+            Some(protocol) => match protocol.get_ref().trim() {
+                "3.1.1" => false,
+                "5" => true,
+                other => {
+                    return Err((
+                        protocol.span(),
+                        format!("invalid protocol {other:?}: \"3.1.1\" or \"5\""),
+                    ))
+                }
+            },
+        };
         let Some((broker, _)) = broker else {
             return Ok(None);
         };
@@ -378,6 +394,7 @@ impl RawMqtt {
             max_in_flight,
             outbox_quota_bytes: outbox_quota_mb * 1024 * 1024,
             accept_commands: self.accept_commands.unwrap_or(true),
+            mqtt5,
         }))
     }
 }

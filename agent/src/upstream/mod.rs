@@ -14,6 +14,7 @@
 
 pub mod commands;
 pub mod download;
+pub mod link;
 pub mod message;
 pub mod publisher;
 pub mod tls;
@@ -22,6 +23,7 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use crate::config::{read_secret_file, MqttConfig, SecretFileError};
 use crate::storage::StorageError;
+use link::LinkOptions;
 
 pub use publisher::{Publisher, UpstreamStatus};
 
@@ -77,37 +79,57 @@ pub enum UpstreamError {
     Storage(#[from] StorageError),
 }
 
-/// The MQTT connection options for `config`: broker, client id, keep-alive,
+/// The MQTT connection options for `config`: version, broker, client id, keep-alive,
 /// in-flight window, credentials (the password read from its file) and TLS.
-pub fn connection_options(config: &MqttConfig) -> Result<MqttOptions, UpstreamError> {
-    let mut options = MqttOptions::new(
-        config.client_id.clone(),
-        config.broker.host.clone(),
-        config.broker.port,
-    );
-    options
-        .set_keep_alive(config.keep_alive)
-        .set_inflight(config.max_in_flight)
-        .set_max_packet_size(MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
-        // Publishes resume from the outbox cursor on every connection; the broker keeps
-        // no session for us.
-        .set_clean_session(true);
-    if let Some(username) = &config.username {
-        let password = match &config.password_file {
-            None => String::new(),
-            Some(path) => {
-                let bytes = read_secret_file(path).map_err(|source| UpstreamError::Secret {
-                    key: "password_file",
-                    source,
-                })?;
-                String::from_utf8(bytes).map_err(|_| UpstreamError::PasswordNotText)?
-            }
-        };
-        options.set_credentials(username.clone(), password);
-    }
-    if config.broker.tls {
+pub fn connection_options(config: &MqttConfig) -> Result<LinkOptions, UpstreamError> {
+    let password = match (&config.username, &config.password_file) {
+        (Some(_), Some(path)) => {
+            let bytes = read_secret_file(path).map_err(|source| UpstreamError::Secret {
+                key: "password_file",
+                source,
+            })?;
+            Some(String::from_utf8(bytes).map_err(|_| UpstreamError::PasswordNotText)?)
+        }
+        _ => None,
+    };
+    let transport = if config.broker.tls {
         let client = tls::client_config(config)?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(client)));
+        Some(Transport::tls_with_config(TlsConfiguration::Rustls(client)))
+    } else {
+        None
+    };
+    let client_id = config.client_id.clone();
+    let host = config.broker.host.clone();
+    let port = config.broker.port;
+    // Publishes resume from the outbox cursor on every connection: the broker keeps
+    // no session for us unless commands need one (`LinkOptions::keep_session`).
+    if config.mqtt5 {
+        let mut options = rumqttc::v5::MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(config.keep_alive)
+            .set_outgoing_inflight_upper_limit(config.max_in_flight)
+            .set_max_packet_size(Some(MAX_MESSAGE_BYTES as u32))
+            .set_clean_start(true);
+        if let Some(username) = &config.username {
+            options.set_credentials(username.clone(), password.unwrap_or_default());
+        }
+        if let Some(transport) = transport {
+            options.set_transport(transport);
+        }
+        Ok(LinkOptions::V5(Box::new(options)))
+    } else {
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(config.keep_alive)
+            .set_inflight(config.max_in_flight)
+            .set_max_packet_size(MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
+            .set_clean_session(true);
+        if let Some(username) = &config.username {
+            options.set_credentials(username.clone(), password.unwrap_or_default());
+        }
+        if let Some(transport) = transport {
+            options.set_transport(transport);
+        }
+        Ok(LinkOptions::V311(Box::new(options)))
     }
-    Ok(options)
 }

@@ -17,13 +17,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::commands::CommandProcessor;
+use super::link::{InboundPublish, LinkClient, LinkEvent, LinkOptions};
 use super::message::{command_filter, event_topic, EventMessage};
 use super::{connection_options, UpstreamError};
 use crate::clock::WallTime;
@@ -73,7 +73,7 @@ pub struct UpstreamStatus {
 
 /// The publisher task's state.
 pub struct Publisher {
-    options: MqttOptions,
+    options: LinkOptions,
     gateway_id: String,
     topic_prefix: String,
     ack_timeout: Duration,
@@ -142,7 +142,8 @@ impl Publisher {
     /// wait at the broker), and each command is acknowledged only once its answer is
     /// recorded (a command cut short by a crash is delivered again).
     pub fn with_commands(mut self, processor: CommandProcessor) -> Self {
-        self.options.set_clean_session(false).set_manual_acks(true);
+        self.options.keep_session();
+        self.options.set_manual_acks();
         self.commands = Some(processor);
         self
     }
@@ -214,7 +215,7 @@ impl Publisher {
 
     /// One connection, from connect to its end.
     async fn session(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> SessionEnd {
-        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), self.window * 2 + 8);
+        let (client, mut eventloop) = self.options.connect(self.window * 2 + 8);
         let mut connected_at: Option<Instant> = None;
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut buffer: VecDeque<OutboxEvent> = VecDeque::new();
@@ -253,11 +254,11 @@ impl Publisher {
                 connected_at.is_some() && buffer.is_empty() && in_flight.len() < self.window;
             tokio::select! {
                 () = &mut shutdown => {
-                    let _ = client.try_disconnect();
+                    client.try_disconnect();
                     // Let the DISCONNECT go out; PUBACKs that arrive meanwhile count.
                     let drain = tokio::time::timeout(Duration::from_secs(1), async {
                         while let Ok(event) = eventloop.poll().await {
-                            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                            if matches!(event, LinkEvent::DisconnectSent) {
                                 break;
                             }
                             let _ = self.handle(event, &mut in_flight, &mut connected_at);
@@ -268,7 +269,7 @@ impl Publisher {
                     return SessionEnd::Shutdown;
                 }
                 polled = eventloop.poll() => match polled {
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    Ok(LinkEvent::Inbound(publish)) => {
                         if let Err(error) = self.command(&client, &publish).await {
                             return failed(error, connected_at);
                         }
@@ -276,12 +277,12 @@ impl Publisher {
                     Ok(event) => {
                         // Subscribed on every connection, even when the broker kept the
                         // session: one cut before its SUBACK may not hold the subscription.
-                        let subscribe = matches!(&event, Event::Incoming(Packet::ConnAck(_)));
+                        let subscribe = matches!(&event, LinkEvent::Connected);
                         if let Err(error) = self.handle(event, &mut in_flight, &mut connected_at) {
                             return failed(error, connected_at);
                         }
                         if subscribe && self.commands.is_some() {
-                            if let Err(error) = client.try_subscribe(command_filter(&self.topic_prefix), QoS::AtLeastOnce) {
+                            if let Err(error) = client.try_subscribe(command_filter(&self.topic_prefix)) {
                                 return failed(format!("subscribing to the commands: {error}"), connected_at);
                             }
                         }
@@ -311,8 +312,8 @@ impl Publisher {
     /// Applies a command message and acknowledges it once its answer is recorded.
     async fn command(
         &mut self,
-        client: &AsyncClient,
-        publish: &rumqttc::Publish,
+        client: &LinkClient,
+        publish: &InboundPublish,
     ) -> Result<(), String> {
         let prefix = format!("{}/command/", self.topic_prefix);
         if let (Some(processor), Some(name)) = (&self.commands, publish.topic.strip_prefix(&prefix))
@@ -332,7 +333,7 @@ impl Publisher {
     /// Hands events to the connection until the window is full or the outbox empty.
     fn fill_window(
         &mut self,
-        client: &AsyncClient,
+        client: &LinkClient,
         in_flight: &mut VecDeque<InFlight>,
         buffer: &mut VecDeque<OutboxEvent>,
         next_read_at: &mut Instant,
@@ -366,7 +367,7 @@ impl Publisher {
                 Err(error) => return Err(format!("encoding event {}: {error}", message.seq)),
             };
             let topic = event_topic(&self.topic_prefix, &message.kind);
-            match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+            match client.try_publish(topic, payload) {
                 Ok(()) => {
                     *enqueued_up_to = message.seq;
                     buffer.pop_front();
@@ -387,12 +388,12 @@ impl Publisher {
     /// One event of the connection.
     fn handle(
         &mut self,
-        event: Event,
+        event: LinkEvent,
         in_flight: &mut VecDeque<InFlight>,
         connected_at: &mut Option<Instant>,
     ) -> Result<(), String> {
         match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
+            LinkEvent::Connected => {
                 *connected_at = Some(Instant::now());
                 info!(broker = %self.status.borrow().broker, "MQTT: connected");
                 self.status.send_modify(|status| {
@@ -400,12 +401,18 @@ impl Publisher {
                     status.connections += 1;
                 });
             }
-            Event::Incoming(Packet::SubAck(_)) => {
+            LinkEvent::Subscribed { granted: true } => {
                 info!("MQTT: listening for commands");
                 self.status
                     .send_modify(|status| status.commands_subscribed = true);
             }
-            Event::Outgoing(Outgoing::Publish(packet_id)) => {
+            LinkEvent::Subscribed { granted: false } => {
+                return Err(format!(
+                    "the broker refused the subscription to {}: check its access rules",
+                    command_filter(&self.topic_prefix)
+                ));
+            }
+            LinkEvent::PublishSent(packet_id) => {
                 if let Some(publish) = in_flight
                     .iter_mut()
                     .find(|publish| publish.packet_id.is_none())
@@ -414,15 +421,23 @@ impl Publisher {
                     publish.sent_at = Instant::now();
                 }
             }
-            Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(publish) = in_flight
+            LinkEvent::Acknowledged { packet_id, refusal } => {
+                let Some(publish) = in_flight
                     .iter_mut()
-                    .find(|publish| publish.packet_id == Some(ack.pkid) && !publish.acked)
-                {
-                    publish.acked = true;
-                } else {
-                    debug!(packet_id = ack.pkid, "MQTT: PUBACK for no publish of ours");
+                    .find(|publish| publish.packet_id == Some(packet_id) && !publish.acked)
+                else {
+                    debug!(packet_id, "MQTT: PUBACK for no publish of ours");
+                    return Ok(());
+                };
+                if let Some(reason) = refusal {
+                    // Not delivered: it stays in the outbox, and goes again after the
+                    // reconnection delay (a broker's quota or rules may change).
+                    return Err(format!(
+                        "the broker refused event {}: {reason}",
+                        publish.seq
+                    ));
                 }
+                publish.acked = true;
                 let mut delivered = None;
                 let mut count = 0u64;
                 while in_flight.front().is_some_and(|publish| publish.acked) {
