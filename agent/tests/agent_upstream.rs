@@ -5,6 +5,8 @@
 
 #[path = "support/agent_site.rs"]
 mod agent_site;
+#[path = "support/certificates.rs"]
+mod certificates;
 #[path = "support/https.rs"]
 mod https;
 #[path = "support/mqtt.rs"]
@@ -190,6 +192,19 @@ fn command_site_with(broker: u16, gateway_id: &str, extra: &str) -> AgentSite {
     site
 }
 
+/// Waits until the agent listens for commands.
+fn wait_until_subscribed(site: &AgentSite) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn new_device(dev_eui: &str) -> serde_json::Value {
     serde_json::json!({
         "dev_eui": dev_eui,
@@ -211,15 +226,7 @@ fn commands_from_upstream_are_applied_once_by_id_and_answered() {
     let prefix = "fuota/gw-cmd";
     let backend = Backend::subscribe(broker, prefix);
     let site = command_site(broker, "gw-cmd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
-        assert!(
-            Instant::now() < deadline,
-            "never subscribed:\n{}",
-            site.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_subscribed(&site);
 
     let add = serde_json::json!({
         "id": "c-1",
@@ -336,15 +343,7 @@ fn command_while_stopped(extra: &str) {
     let backend = Backend::subscribe(broker.port, prefix);
     let mut site = command_site_with(broker.port, "gw-offline", extra);
     site.add_device("0016c00100000009", "board-a");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
-        assert!(
-            Instant::now() < deadline,
-            "never subscribed:\n{}",
-            site.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_subscribed(&site);
     site.stop();
 
     // The broker keeps the agent's session: the command waits there.
@@ -383,15 +382,7 @@ fn download_site(broker: u16, gateway_id: &str, server: &https::FirmwareServer) 
         ),
     );
     site.run();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while site.json(&["status"])["upstream"]["commands_subscribed"] != true {
-        assert!(
-            Instant::now() < deadline,
-            "never subscribed:\n{}",
-            site.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_subscribed(&site);
     site
 }
 

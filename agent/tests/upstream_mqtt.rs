@@ -3,6 +3,8 @@
 //! again. Events written during an outage all arrive once (by id), in order, after it;
 //! the quota policy drops plain uplinks only and says so in the sequence.
 
+#[path = "support/certificates.rs"]
+mod certificates;
 #[path = "support/mqtt.rs"]
 mod mqtt;
 
@@ -408,38 +410,8 @@ fn broker_stopped_and_started_again(extra: &str) {
 
 /// A CA, and a certificate signed by it: (CA PEM, certificate PEM, key PEM).
 fn certificates(subject_alt_names: &[&str], client: bool) -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "fuota test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = subject_alt_names
-        .iter()
-        .map(|name| name.to_string())
-        .collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, if client { "gw-tls" } else { "broker" });
-    params.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    let certificate = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), certificate.pem(), key.serialize_pem())
+    let issued = certificates::issue(subject_alt_names, client);
+    (issued.ca_pem, issued.certificate_pem, issued.key_pem)
 }
 
 #[test]

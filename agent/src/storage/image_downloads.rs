@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use serde::Serialize;
 
 use super::events::insert_event;
-use super::{connect, migrations, EventKind, NewEvent, StorageError};
+use super::{connect_migrated, EventKind, NewEvent, StorageError};
 use crate::clock::WallTime;
 
 /// What the backend announced.
@@ -106,14 +106,7 @@ impl DownloadStore {
     /// writer already).
     pub fn open(path: &Path) -> Result<DownloadStore, StorageError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = connect(path, flags)?;
-        let found = migrations::schema_version(&connection)?;
-        if found != migrations::SCHEMA_VERSION {
-            return Err(StorageError::UnknownSchemaVersion {
-                found: i64::from(found),
-                supported: migrations::SCHEMA_VERSION,
-            });
-        }
+        let connection = connect_migrated(path, flags)?;
         Ok(DownloadStore { connection })
     }
 

@@ -182,6 +182,20 @@ pub(crate) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, Stora
     Ok(connection)
 }
 
+/// A further connection to the database at `path`, which the agent's writer has opened
+/// and migrated already: its schema must be this build's.
+pub(crate) fn connect_migrated(path: &Path, flags: OpenFlags) -> Result<Connection, StorageError> {
+    let connection = connect(path, flags)?;
+    let found = migrations::schema_version(&connection)?;
+    if found != migrations::SCHEMA_VERSION {
+        return Err(StorageError::UnknownSchemaVersion {
+            found: i64::from(found),
+            supported: migrations::SCHEMA_VERSION,
+        });
+    }
+    Ok(connection)
+}
+
 /// Where the database is copied before its schema goes from `version` to this build's:
 /// `agent.db.schema-3.bak` next to it.
 pub fn pre_migration_copy_path(database: &Path, version: u32) -> PathBuf {
@@ -242,14 +256,7 @@ impl Storage {
     /// the core loop writes: WAL lets both proceed). Its schema must be this build's.
     pub fn open_reader(path: &Path) -> Result<Storage, StorageError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = connect(path, flags)?;
-        let found = migrations::schema_version(&connection)?;
-        if found != migrations::SCHEMA_VERSION {
-            return Err(StorageError::UnknownSchemaVersion {
-                found: i64::from(found),
-                supported: migrations::SCHEMA_VERSION,
-            });
-        }
+        let connection = connect_migrated(path, flags)?;
         Ok(Storage {
             connection,
             path: path.to_path_buf(),

@@ -41,7 +41,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
 use super::events::event_from_row;
-use super::{connect, migrations, Event, EventKind, StorageError};
+use super::{connect_migrated, Event, EventKind, StorageError};
 use crate::clock::WallTime;
 
 /// Estimated bytes an event row costs beyond its payload (row id, time, kind, EUIs,
@@ -148,14 +148,7 @@ impl Outbox {
     /// and migrated already.
     pub fn open(path: &Path) -> Result<Outbox, StorageError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = connect(path, flags)?;
-        let found = migrations::schema_version(&connection)?;
-        if found != migrations::SCHEMA_VERSION {
-            return Err(StorageError::UnknownSchemaVersion {
-                found: i64::from(found),
-                supported: migrations::SCHEMA_VERSION,
-            });
-        }
+        let connection = connect_migrated(path, flags)?;
         Ok(Outbox { connection })
     }
 

@@ -1,7 +1,7 @@
 //! A firmware server for download tests: HTTPS on loopback with a certificate of a
 //! test CA, Range requests, and faults on demand (a response cut after some bytes).
 //! Each connection is served by a thread, HTTP/1.1 written by hand so the faults are
-//! exactly what the test asks. Included with `#[path]`.
+//! exactly what the test asks. Included with `#[path]`, beside `certificates.rs`.
 
 #![allow(dead_code)]
 
@@ -31,29 +31,10 @@ pub struct FirmwareServer {
 
 impl FirmwareServer {
     pub fn start() -> FirmwareServer {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "firmware store test CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let certificate = params.signed_by(&key, &issuer).unwrap();
-
-        let chain = vec![CertificateDer::from_pem_slice(certificate.pem().as_bytes()).unwrap()];
-        let private = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let issued = crate::certificates::issue(&["127.0.0.1"], false);
+        let chain =
+            vec![CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap()];
+        let private = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
         let config = Arc::new(
             rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
@@ -78,7 +59,7 @@ impl FirmwareServer {
         });
         FirmwareServer {
             port,
-            ca_pem: ca.pem(),
+            ca_pem: issued.ca_pem,
             state,
         }
     }
