@@ -82,6 +82,8 @@ pub struct Publisher {
     window: usize,
     quota_bytes: u64,
     quota_check_interval: Duration,
+    /// When the quota is checked next (one schedule across connections and waits).
+    quota_due: Instant,
     outbox: Outbox,
     status: watch::Sender<UpstreamStatus>,
     over_quota_reported: bool,
@@ -130,6 +132,7 @@ impl Publisher {
             window: usize::from(config.max_in_flight.max(1)),
             quota_bytes: config.outbox_quota_bytes,
             quota_check_interval: QUOTA_CHECK_INTERVAL,
+            quota_due: Instant::now(),
             outbox,
             status: watch::channel(status).0,
             over_quota_reported: false,
@@ -200,12 +203,11 @@ impl Publisher {
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> bool {
         let until = Instant::now() + wait;
-        let mut quota_timer = tokio::time::interval(self.quota_check_interval);
         loop {
             tokio::select! {
                 () = &mut shutdown => return true,
                 () = tokio::time::sleep_until(until) => return false,
-                _ = quota_timer.tick() => {
+                () = tokio::time::sleep_until(self.quota_due) => {
                     let delivered = self.status.borrow().delivered_event_id;
                     self.check_quota(delivered);
                 }
@@ -229,7 +231,6 @@ impl Publisher {
                 }
             }
         };
-        let mut quota_timer = tokio::time::interval(self.quota_check_interval);
         let failed = |error: String, connected_at: Option<Instant>| SessionEnd::Failed {
             error,
             stable: connected_at.is_some_and(|at| at.elapsed() >= STABLE_CONNECTION),
@@ -304,7 +305,7 @@ impl Publisher {
                     );
                 }
                 () = tokio::time::sleep_until(next_read_at), if may_read => {}
-                _ = quota_timer.tick() => self.check_quota(enqueued_up_to),
+                () = tokio::time::sleep_until(self.quota_due) => self.check_quota(enqueued_up_to),
             }
         }
     }
@@ -462,6 +463,7 @@ impl Publisher {
 
     /// Applies the quota policy, logs what it dropped, refreshes the depth figures.
     fn check_quota(&mut self, publishing_up_to: i64) {
+        self.quota_due = Instant::now() + self.quota_check_interval;
         let outcome = match self
             .outbox
             .enforce_quota(self.quota_bytes, publishing_up_to, now())
