@@ -394,6 +394,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Nothing is left in the download directory.
+fn assert_no_part_files(site: &AgentSite) {
+    let left: Vec<_> = std::fs::read_dir(site.path("images/downloads"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the download directory: {left:?}");
+}
+
 fn cached_images(site: &AgentSite) -> Vec<String> {
     site.json(&["image", "list"])
         .as_array()
@@ -482,12 +491,7 @@ fn an_announced_image_cut_half_way_resumes_and_enters_the_cache() {
         assert!(Instant::now() < deadline, "image_imported never published");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(
-        std::fs::read_dir(site.path("images/downloads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_no_part_files(&site);
 
     // Announcing it again: already in the cache, nothing fetched.
     backend.command(
@@ -571,12 +575,7 @@ fn a_corrupted_an_unsigned_or_a_missing_download_never_enters_the_cache() {
         "{:?}",
         cached_images(&site)
     );
-    assert_eq!(
-        std::fs::read_dir(site.path("images/downloads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_no_part_files(&site);
 
     // An announcement that is wrong on its face is refused at once.
     backend.command(

@@ -16,18 +16,7 @@ fn a_backup_taken_mid_campaign_restores_on_a_new_gateway() {
         old.add_device(&format!("70b3d57ed005000{n}"), "board-a");
     }
     let (sha256, image) = old.import_image("1.3.0");
-    let created = old.json(&[
-        "campaign",
-        "create",
-        "--name",
-        "north",
-        "--image",
-        &sha256,
-        "--hardware-version",
-        "board-a",
-        "--start",
-    ]);
-    let campaign = created["id"].as_i64().unwrap().to_string();
+    let campaign = old.create_campaign("north", &sha256, "board-a", true);
 
     // Online, while the agent runs.
     let backup = old.path("backup-1");

@@ -50,18 +50,7 @@ fn running_campaign() -> (AgentSite, String) {
     site.add_device("70b3d57ed0050001", "board-a");
     site.add_device("70b3d57ed0050002", "board-a");
     let (sha256, _) = site.import_image("1.3.0");
-    let created = site.json(&[
-        "campaign",
-        "create",
-        "--name",
-        "north",
-        "--image",
-        &sha256,
-        "--hardware-version",
-        "board-a",
-    ]);
-    let id = created["id"].as_i64().unwrap().to_string();
-    site.ok(&["campaign", "start", &id]);
+    let id = site.create_campaign("north", &sha256, "board-a", true);
     (site, id)
 }
 

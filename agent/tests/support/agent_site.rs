@@ -211,6 +211,32 @@ impl AgentSite {
         ]);
     }
 
+    /// Creates a campaign `name` of image `sha256` for the devices of hardware
+    /// `hardware_version` (and starts it with `start`); returns its id.
+    pub fn create_campaign(
+        &self,
+        name: &str,
+        sha256: &str,
+        hardware_version: &str,
+        start: bool,
+    ) -> String {
+        let mut args = vec![
+            "campaign",
+            "create",
+            "--name",
+            name,
+            "--image",
+            sha256,
+            "--hardware-version",
+            hardware_version,
+        ];
+        if start {
+            args.push("--start");
+        }
+        let created = self.json(&args);
+        created["id"].as_i64().unwrap().to_string()
+    }
+
     /// Signs the fixture body at `version` and imports it; returns its SHA-256 and the
     /// image file.
     pub fn import_image(&self, version: &str) -> (String, PathBuf) {
