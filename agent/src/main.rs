@@ -438,6 +438,10 @@ fn print_report(report: &SimulationReport) {
         hours(report.duty_cycle_floor_s)
     );
     println!(
+        "rounds:              first pass {} + {} coded, {} repair round(s), {} Class C session(s)",
+        report.fragments, report.first_pass_coded, report.repair_rounds, report.sessions
+    );
+    println!(
         "downlinks in all:    {} ({:.1} s of airtime); uplinks: {}",
         report.downlinks, report.downlink_airtime_s, report.uplinks
     );
@@ -486,6 +490,9 @@ fn report_json(report: &SimulationReport) -> serde_json::Value {
         "downlink_airtime_s": report.downlink_airtime_s,
         "uplinks": report.uplinks,
         "clock_steps": report.clock_steps,
+        "first_pass_coded": report.first_pass_coded,
+        "repair_rounds": report.repair_rounds,
+        "sessions": report.sessions,
     })
 }
 

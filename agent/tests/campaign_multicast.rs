@@ -10,6 +10,7 @@ use campaign_support::{Behaviour, Fleet, FleetOptions, TARGET};
 use fuota_agent::campaign::{
     CampaignSpec, CampaignState, DeliveryChoice, DeviceStatus, ParameterOverrides, Targets,
 };
+use fuota_agent::clock::WallTime;
 use fuota_agent::storage::EventKind;
 use lorawan_fuota::codec::PackageVersion;
 
@@ -120,8 +121,29 @@ fn every_device_is_updated(
         assert!(retries > 0, "retries after unicast loss");
     }
     if loss_percent >= 30 {
-        // The first pass is sized for 10 % loss: repairs made up the difference.
+        // The first pass is sized for 10 % loss: repairs made up the difference, sized
+        // from the loss the devices' status answers showed.
         assert!(progress.repair_rounds >= 1, "{progress:?}");
+        let rounds = storage
+            .events_of_kind_since(
+                EventKind::CampaignRedundancy,
+                WallTime::from_unix_seconds(0),
+            )
+            .unwrap();
+        assert_eq!(rounds.len() as u32, progress.repair_rounds, "{rounds:?}");
+        let first = &rounds[0].payload["repair_round"];
+        let worst = first["worst_loss_percent"].as_f64().unwrap();
+        assert!(
+            (20.0..=60.0).contains(&worst),
+            "measured worst loss {worst} %"
+        );
+        // What a device lacks is at most what it misses (its coded fragments count).
+        assert!(first["most_lacking"].as_u64() <= first["most_missing"].as_u64());
+        let coded = first["coded_fragments"].as_u64().unwrap();
+        let lacking = first["most_lacking"].as_u64().unwrap();
+        // Enough for the worst device at its loss, not the whole block again.
+        assert!(coded >= lacking + 4, "{first}");
+        assert!(coded < u64::from(campaign.parameters.fragments), "{first}");
     }
     // The registry learnt the new version.
     for device in storage.devices().unwrap() {

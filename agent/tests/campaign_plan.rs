@@ -5,7 +5,10 @@
 use fuota_agent::campaign::plan::{
     DATA_FRAGMENT_FRAME_OVERHEAD, INTER_FRAME_GUARD_US, MAX_FRAGMENT_INDEX,
 };
-use fuota_agent::campaign::{plan, repair_round_size, PlanError, PlanInputs, Redundancy};
+use fuota_agent::campaign::{
+    base_repair_margin, frames_to_deliver, measured_loss, plan, repair_margin, repair_round_size,
+    PlanError, PlanInputs, Redundancy, RepairNeed,
+};
 use fuota_agent::lorawan::airtime::lorawan_downlink_airtime;
 use fuota_agent::lorawan::duty_cycle::ONE_HOUR_US;
 use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
@@ -28,9 +31,9 @@ fn a_100_kib_image_at_eu868_dr5_fits_one_short_session() {
     assert_eq!(plan.fragment_size, region.max_data_fragment(5).unwrap());
     assert_eq!(plan.fragments, 429);
     assert_eq!(plan.padding, 429 * 239 - 100 * 1024);
-    // Adaptive for 10 % loss: (429 + 8) / 0.9 = 485.6 -> 486 frames.
-    assert_eq!(plan.first_pass_frames(), 486);
-    assert_eq!(plan.coded_fragments, 57);
+    // Adaptive for 10 % loss: (429 + 2) / 0.9 = 478.9 -> 479 frames.
+    assert_eq!(plan.first_pass_frames(), 479);
+    assert_eq!(plan.coded_fragments, 50);
     // Class C default: 869.525 MHz, the 10 % band.
     assert_eq!(plan.frequency_hz, 869_525_000);
     assert_eq!(plan.duty_cycle_ppm, Some(100_000));
@@ -41,12 +44,12 @@ fn a_100_kib_image_at_eu868_dr5_fits_one_short_session() {
         lorawan_downlink_airtime(&plan.modulation, 239 + DATA_FRAGMENT_FRAME_OVERHEAD).unwrap();
     assert_eq!(plan.frame_len, 255);
     assert_eq!(plan.frame_airtime_us, airtime.time_on_air_us);
-    assert_eq!(plan.first_pass_airtime_us, 486 * airtime.time_on_air_us);
+    assert_eq!(plan.first_pass_airtime_us, 479 * airtime.time_on_air_us);
     // Within one hour's budget: frames go back to back.
     assert!(plan.first_pass_airtime_us < 288_000_000);
     assert_eq!(
         plan.first_pass_duration_us,
-        486 * (airtime.concentrator_occupancy_us + INTER_FRAME_GUARD_US)
+        479 * (airtime.concentrator_occupancy_us + INTER_FRAME_GUARD_US)
     );
     // The session covers the first pass with slack, as a power of two seconds.
     let session_us = plan.session_timeout_s() * 1_000_000;
@@ -149,12 +152,71 @@ fn fixed_redundancy_and_explicit_fragment_sizes() {
 }
 
 #[test]
-fn repair_rounds_cover_the_worst_device_with_margin() {
-    assert_eq!(repair_round_size(&[], 10), 0);
-    assert_eq!(repair_round_size(&[0, 0], 10), 0);
-    // 20 missing + 8 margin at 10 % loss: 28 / 0.9 = 31.1 -> 32.
-    assert_eq!(repair_round_size(&[3, 20, 7], 10), 32);
-    assert_eq!(repair_round_size(&[20], 0), 28);
+fn repair_rounds_cover_the_worst_device_at_its_own_loss() {
+    assert_eq!(repair_round_size(&[], 4), 0);
+    let need = |lacking, loss| RepairNeed { lacking, loss };
+    // No loss: exactly what it lacks plus the margin.
+    assert_eq!(repair_round_size(&[need(20, 0.0)], 4), 24);
+    // A device that received M frames without decoding still gets the margin.
+    assert_eq!(repair_round_size(&[need(0, 0.0)], 4), 4);
+    // 20 + 4 at 10 % loss: 24 / 0.9 = 26.7 on average, 29 for 90 % confidence.
+    assert_eq!(repair_round_size(&[need(20, 0.1)], 4), 29);
+    // The worst device sets the size: here the one with fewer missing but more loss.
+    let lossy = repair_round_size(&[need(10, 0.5)], 4);
+    assert_eq!(repair_round_size(&[need(20, 0.1), need(10, 0.5)], 4), lossy);
+    assert!(lossy > 29, "{lossy}");
+    // Margins: v2 4, v1 8, doubling with each round already made.
+    assert_eq!(repair_margin(base_repair_margin(Some(2)), 0), 4);
+    assert_eq!(repair_margin(base_repair_margin(None), 2), 16);
+    assert_eq!(repair_margin(base_repair_margin(Some(1)), 1), 16);
+    assert_eq!(repair_margin(4, 100), 4 << 16);
+}
+
+#[test]
+fn frames_to_deliver_meets_its_confidence() {
+    // Binomial check: with N frames at loss p, P(received >= needed) is at least ~90 %.
+    for (needed, loss) in [(10u32, 0.1f64), (30, 0.3), (100, 0.05), (5, 0.5)] {
+        let n = frames_to_deliver(needed, loss, 1.2816);
+        let mean = frames_to_deliver(needed, loss, 0.0);
+        assert!(n >= mean, "{n} < {mean}");
+        assert_eq!(mean, (f64::from(needed) / (1.0 - loss)).ceil() as u32);
+        // Exact binomial tail.
+        let kept = 1.0 - loss;
+        let mut below = 0.0;
+        let mut term = loss.powi(n as i32); // P(0 received)
+        for k in 0..needed {
+            below += term;
+            term *= f64::from(n - k) / f64::from(k + 1) * kept / loss;
+        }
+        assert!(
+            below < 0.16,
+            "needed {needed} at {loss}: N = {n}, P(short) = {below}"
+        );
+        // And not wasteful: one frame fewer than the mean is short most of the time.
+        assert!(
+            n < mean + 3 * (needed as f64).sqrt() as u32 + 3,
+            "N = {n}, mean {mean}"
+        );
+    }
+    assert_eq!(frames_to_deliver(0, 0.3, 1.28), 0);
+    // Losses beyond 90 % are read as 90 %.
+    assert_eq!(frames_to_deliver(10, 1.0, 0.0), 100);
+}
+
+#[test]
+fn measured_loss_reads_the_status_counts() {
+    // Too few frames offered: nothing measured.
+    assert_eq!(measured_loss(Some(5), 10), None);
+    assert_eq!(measured_loss(None, 200), None);
+    // Nothing received: the device missed the session, its channel is unknown.
+    assert_eq!(measured_loss(Some(0), 200), None);
+    // 90 of 100: (10 + 1) / 102.
+    let loss = measured_loss(Some(90), 100).unwrap();
+    assert!((loss - 11.0 / 102.0).abs() < 1e-9, "{loss}");
+    // A clean run still reads as a little loss.
+    assert!(measured_loss(Some(100), 100).unwrap() > 0.0);
+    // A device counting more than was sent reads as no more than the smoothing.
+    assert_eq!(measured_loss(Some(150), 100), measured_loss(Some(100), 100));
 }
 
 proptest! {
@@ -178,7 +240,7 @@ proptest! {
                 );
                 // Enough frames for a device at the expected loss to receive M + margin.
                 let kept = u64::from(plan.first_pass_frames()) * (100 - u64::from(loss));
-                prop_assert!(kept >= (u64::from(plan.fragments) + 8) * 100);
+                prop_assert!(kept >= (u64::from(plan.fragments) + 2) * 100);
                 prop_assert!(plan.session_timeout_exponent <= 15);
                 prop_assert!(
                     plan.session_timeout_s() * u64::from(plan.sessions_needed) * 1_000_000

@@ -18,7 +18,9 @@
 //! fragments itself, one per uplink.
 
 use lorawan_fuota::codec::firmware_management::{self, UpgradeImageStatus};
-use lorawan_fuota::codec::fragmentation::{self, FragSessionSetup, SessionSetupV2};
+use lorawan_fuota::codec::fragmentation::{
+    self, FragSessionSetup, ReceptionStatus, SessionSetupV2,
+};
 use lorawan_fuota::codec::{
     clock_sync, decode_all, encode_all, multicast_setup, Command, Package, PackageVersion,
     PackageVersionAns,
@@ -29,7 +31,7 @@ use lorawan_fuota::fec::encoder::FragmentEncoder;
 
 use super::actions::{CampaignAction, UnicastDownlink};
 use super::model::{Delivery, DeviceStatus, DeviceStep, PendingRequest};
-use super::plan::repair_round_size;
+use super::plan::{base_repair_margin, repair_margin, repair_round_size, RepairNeed};
 use super::work::Work;
 use super::CampaignError;
 use crate::identifiers::DevEui;
@@ -795,7 +797,7 @@ impl Work<'_> {
                             ),
                         )?;
                     } else {
-                        self.reception_status(index, u32::from(reception.missing_frag), false)?;
+                        self.reception_status(index, Some(reception), false)?;
                     }
                 }
                 fragmentation::Uplink::FragSessionStatusAnsV2 {
@@ -835,11 +837,7 @@ impl Work<'_> {
                             ),
                         )?;
                     } else {
-                        let missing = reception
-                            .map_or(u32::from(self.campaign.parameters.fragments), |r| {
-                                u32::from(r.missing_frag)
-                            });
-                        self.reception_status(index, missing, mic_error)?;
+                        self.reception_status(index, reception, mic_error)?;
                     }
                 }
                 fragmentation::Uplink::FragDataBlockReceivedReq {
@@ -854,7 +852,7 @@ impl Work<'_> {
                         }])?,
                     );
                     if frag_index == self.campaign.parameters.frag_index {
-                        self.reception_status(index, 0, mic_error)?;
+                        self.block_status(index, 0, None, mic_error)?;
                     }
                 }
                 fragmentation::Uplink::FragSessionDeleteAns { .. }
@@ -868,11 +866,27 @@ impl Work<'_> {
         Ok(())
     }
 
-    /// A device reported its reception: `missing` uncoded fragments still missing.
+    /// A device reported its reception (`None`: a v2 answer without one).
     fn reception_status(
         &mut self,
         index: usize,
+        reception: Option<ReceptionStatus>,
+        mic_error: bool,
+    ) -> Result<(), CampaignError> {
+        let missing = reception.map_or(u32::from(self.campaign.parameters.fragments), |r| {
+            u32::from(r.missing_frag)
+        });
+        let received = reception.map(|r| u32::from(r.nb_frag_received));
+        self.block_status(index, missing, received, mic_error)
+    }
+
+    /// What a device said of its block: `missing` uncoded fragments, `received` counted
+    /// (NbFragReceived, when it said).
+    fn block_status(
+        &mut self,
+        index: usize,
         missing: u32,
+        received: Option<u32>,
         mic_error: bool,
     ) -> Result<(), CampaignError> {
         let step = self.devices[index].step;
@@ -886,9 +900,17 @@ impl Work<'_> {
         ) {
             return Ok(());
         }
+        let on_air = self.campaign.progress.fragment_frames_on_air();
         let device = &mut self.devices[index];
         device.missing = Some(missing);
         device.facts.status_reported = true;
+        if received.is_some() {
+            device.facts.fragments_received = received;
+            device.facts.fragments_offered = device
+                .facts
+                .fragment_frames_baseline
+                .map(|baseline| u32::try_from(on_air.saturating_sub(baseline)).unwrap_or(u32::MAX));
+        }
         if missing == 0 {
             device.facts.block_complete = true;
         }
@@ -923,7 +945,16 @@ impl Work<'_> {
         let parameters = self.campaign.parameters;
         let facts = self.devices[index].facts;
         let next = facts.unicast_next_fragment.unwrap_or(1);
-        let size = repair_round_size(&[missing], parameters.expected_loss_percent);
+        let size = repair_round_size(
+            &[RepairNeed {
+                lacking: missing,
+                loss: f64::from(parameters.expected_loss_percent) / 100.0,
+            }],
+            repair_margin(
+                base_repair_margin(facts.fragmentation_version),
+                facts.unicast_repairs,
+            ),
+        );
         let end = u32::from(next) + size.saturating_sub(1);
         if facts.unicast_repairs >= parameters.max_repair_rounds
             || end > u32::from(parameters.last_fragment_number())

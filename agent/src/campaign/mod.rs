@@ -25,7 +25,10 @@ pub use model::{
     Campaign, CampaignDevice, CampaignId, CampaignParameters, CampaignPhase, CampaignSpec,
     CampaignState, Delivery, DeliveryChoice, DeviceStatus, DeviceStep, ParameterOverrides, Targets,
 };
-pub use plan::{plan, repair_round_size, CampaignPlan, PlanError, PlanInputs, Redundancy};
+pub use plan::{
+    adaptive_first_pass_coded, base_repair_margin, frames_to_deliver, measured_loss, plan,
+    repair_margin, repair_round_size, CampaignPlan, PlanError, PlanInputs, Redundancy, RepairNeed,
+};
 
 use crate::firmware::cache::CacheError;
 use crate::identifiers::DevEui;

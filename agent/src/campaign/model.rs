@@ -175,7 +175,8 @@ pub struct CampaignParameters {
     pub session_timeout_exponent: u8,
     /// Class C sessions the first pass needs.
     pub sessions_needed: u32,
-    /// Loss repair rounds are sized for, percent.
+    /// Loss expected before anything is measured, percent: the adaptive first pass is
+    /// sized for it, and repair rounds use it for devices whose own loss is unknown.
     pub expected_loss_percent: u8,
     /// Retries of each unicast request.
     pub max_retries: u32,
@@ -346,6 +347,18 @@ pub struct CampaignProgress {
     pub next_frame_at_ms: i64,
     /// Multicast frames handed out.
     pub frames_emitted: u64,
+    /// Of those, DataFragment frames (what a device's NbFragReceived counts).
+    #[serde(default)]
+    pub fragment_frames_emitted: u64,
+    /// `fragment_frames_on_air()` when the current repair round was sized.
+    #[serde(default)]
+    pub round_started_on_air: u64,
+    /// Frames of the current repair round (coded and uncoded resends).
+    #[serde(default)]
+    pub round_frames: u32,
+    /// Repair rounds that did not count: most of their frames never went on the air.
+    #[serde(default)]
+    pub starved_rounds: u32,
     /// Multicast frames the network server reported sent.
     pub frames_sent: u64,
     /// Multicast frames the network server gave up on.
@@ -360,6 +373,13 @@ pub struct CampaignProgress {
 }
 
 impl CampaignProgress {
+    /// DataFragment frames that went on the air: those handed out, less those the
+    /// network server gave up on (counted as fragments: status requests are few).
+    pub fn fragment_frames_on_air(&self) -> u64 {
+        self.fragment_frames_emitted
+            .saturating_sub(self.frames_given_up)
+    }
+
     /// The progress of a campaign that has not started.
     pub fn new() -> Self {
         CampaignProgress {
@@ -371,6 +391,10 @@ impl CampaignProgress {
             uncoded_resends: 0,
             next_frame_at_ms: 0,
             frames_emitted: 0,
+            fragment_frames_emitted: 0,
+            round_started_on_air: 0,
+            round_frames: 0,
+            starved_rounds: 0,
             frames_sent: 0,
             frames_given_up: 0,
             fragmentation_version: None,
@@ -611,6 +635,13 @@ pub struct DeviceFacts {
     pub status_reported: bool,
     /// The block is complete on the device.
     pub block_complete: bool,
+    /// The campaign's DataFragment frames on the air when the device's first Class C
+    /// session was scheduled: the frames before it were not meant for it.
+    pub fragment_frames_baseline: Option<u64>,
+    /// NbFragReceived of its last status answer.
+    pub fragments_received: Option<u32>,
+    /// DataFragment frames on the air since its first session, as of that answer.
+    pub fragments_offered: Option<u32>,
     /// Unicast delivery: next fragment number to send.
     pub unicast_next_fragment: Option<u16>,
     /// Unicast delivery: last fragment number of the current round.

@@ -3,11 +3,13 @@
 //! out ahead), the status request and the unicast status queries of the silent, the
 //! repair rounds sized from what devices report missing, and the end of the campaign.
 //!
-//! Repair rounds are sized with [`repair_round_size`] from the missing counts the
-//! devices reported, for the expected loss plus 20 points per round already made (a
-//! device still missing fragments saw more loss than planned). A device that reported
-//! no uncoded fragment at all also gets a few uncoded ones again: TS004 v2 parity rows
-//! all have the same weight, so coded fragments alone cannot rebuild its block.
+//! Repair rounds are sized with
+//! [`repair_round_size`] from what each device still needing fragments reported: its
+//! missing count, and the loss its received count shows over the fragment frames sent
+//! since its first session ([`measured_loss`]; the expected loss when it is unknown). A
+//! device that reported no uncoded fragment at all also gets a few uncoded ones again:
+//! TS004 v2 parity rows all have the same weight, so coded fragments alone cannot
+//! rebuild its block.
 //!
 //! A session holds as many frames as fit before its end with the status answers'
 //! spread; a first pass longer than one session (2^15 s at most) continues in the next
@@ -15,13 +17,21 @@
 
 use super::device_steps::{is_setup_step, version_of, PORT_FRAGMENTATION};
 use super::model::{CampaignPhase, Delivery, DeviceStatus, DeviceStep};
-use super::plan::{repair_round_size, MAX_SESSION_TIMEOUT_EXPONENT};
+use super::plan::{
+    base_repair_margin, measured_loss, repair_margin, repair_round_size, RepairNeed,
+    MAX_SESSION_TIMEOUT_EXPONENT,
+};
 use super::work::{FrameRequest, Work};
 use super::CampaignError;
+use crate::storage::EventKind;
 use lorawan_fuota::codec::fragmentation;
 
 /// Most multicast frames handed out and not yet reported.
 pub const MAX_FRAMES_IN_FLIGHT: usize = 4;
+
+/// Repair rounds that could not go on the air, at most, before the devices still
+/// missing fragments are given up.
+pub const MAX_STARVED_ROUNDS: u32 = 6;
 
 /// Time after the status answers' spread before the silent are asked by unicast, ms.
 const STATUS_MARGIN_MS: i64 = 10_000;
@@ -120,7 +130,7 @@ impl Work<'_> {
                     let fragments = u32::from(self.campaign.parameters.fragments);
                     let n = (1 + (left - 1) * fragments / (left + 1)).min(fragments) as u16;
                     let payload = self.fragment_payload(n, version)?;
-                    self.queue_frame(payload, end_ms);
+                    self.queue_frame(payload, end_ms, true);
                     self.campaign.progress.uncoded_resends -= 1;
                 }
                 while self.frames_in_flight < MAX_FRAMES_IN_FLIGHT
@@ -130,7 +140,7 @@ impl Work<'_> {
                 {
                     let n = self.campaign.progress.next_fragment;
                     let payload = self.fragment_payload(n, version)?;
-                    self.queue_frame(payload, end_ms);
+                    self.queue_frame(payload, end_ms, true);
                     self.campaign.progress.next_fragment = n + 1;
                 }
                 let round_sent = self.campaign.progress.next_fragment > round_end
@@ -160,7 +170,7 @@ impl Work<'_> {
                                 participants_all: true,
                             },
                         ])?;
-                        self.queue_frame(payload, end_ms);
+                        self.queue_frame(payload, end_ms, false);
                     }
                     for index in self.participants() {
                         let facts = &mut self.devices[index].facts;
@@ -276,14 +286,18 @@ impl Work<'_> {
             .max(progress.next_fragment.saturating_sub(1))
     }
 
-    /// Hands out a multicast frame, paced after the previous one.
-    fn queue_frame(&mut self, payload: Vec<u8>, end_ms: i64) {
+    /// Hands out a multicast frame (a DataFragment if `fragment`), paced after the
+    /// previous one.
+    fn queue_frame(&mut self, payload: Vec<u8>, end_ms: i64, fragment: bool) {
         let now_ms = self.now_ms();
         let interval = self.frame_interval_ms();
         let progress = &mut self.campaign.progress;
         let not_before = progress.next_frame_at_ms.max(now_ms);
         progress.next_frame_at_ms = not_before + interval;
         progress.frames_emitted += 1;
+        if fragment {
+            progress.fragment_frames_emitted += 1;
+        }
         self.progress_changed = true;
         self.frames_in_flight += 1;
         self.frames.push(FrameRequest {
@@ -313,18 +327,44 @@ impl Work<'_> {
             self.set_phase(CampaignPhase::Finishing);
             return Ok(());
         }
-        let progress = self.campaign.progress;
+        let mut progress = self.campaign.progress;
         let first_pass_left = progress.next_fragment <= progress.round_end;
         if !first_pass_left {
-            if progress.repair_rounds >= parameters.max_repair_rounds {
+            // A repair round most of whose frames never went on the air (the network
+            // server gave them up: the duty-cycle budget was spent) was not a round the
+            // devices could use: it does not count, up to a limit.
+            let aired = progress
+                .fragment_frames_on_air()
+                .saturating_sub(progress.round_started_on_air);
+            if progress.repair_rounds > progress.starved_rounds
+                && aired * 2 < u64::from(progress.round_frames)
+            {
+                if progress.starved_rounds >= MAX_STARVED_ROUNDS {
+                    return self.give_up(
+                        &needing,
+                        format!(
+                            "{MAX_STARVED_ROUNDS} repair rounds could not go on the air (the \
+                             duty-cycle budget was spent): use a faster data rate"
+                        ),
+                    );
+                }
+                progress.starved_rounds += 1;
+                self.campaign.progress.starved_rounds = progress.starved_rounds;
+                self.progress_changed = true;
+            }
+            let rounds_made = progress.repair_rounds - progress.starved_rounds;
+            if rounds_made >= parameters.max_repair_rounds {
                 return self.give_up(
                     &needing,
-                    format!(
-                        "fragments still missing after {} repair rounds",
-                        progress.repair_rounds
-                    ),
+                    format!("fragments still missing after {rounds_made} repair rounds"),
                 );
             }
+            let needs: Vec<RepairNeed> = needing.iter().map(|&i| self.repair_need(i)).collect();
+            let margin = repair_margin(
+                base_repair_margin(progress.fragmentation_version),
+                rounds_made,
+            );
+            let size = repair_round_size(&needs, margin).max(1);
             let missing: Vec<u32> = needing
                 .iter()
                 .map(|&i| {
@@ -333,10 +373,6 @@ impl Work<'_> {
                         .unwrap_or(u32::from(parameters.fragments))
                 })
                 .collect();
-            // Devices still missing fragments after a round saw more loss than the
-            // round was sized for: each further round assumes 20 points more.
-            let loss = u32::from(parameters.expected_loss_percent) + 20 * progress.repair_rounds;
-            let size = repair_round_size(&missing, loss.min(90) as u8).max(1);
             let last = u32::from(parameters.last_fragment_number());
             let start = u32::from(progress.next_fragment);
             if start > last {
@@ -361,7 +397,22 @@ impl Work<'_> {
             progress.repair_rounds += 1;
             progress.round_end = end;
             progress.uncoded_resends = resends;
+            progress.round_started_on_air = progress.fragment_frames_on_air();
+            progress.round_frames = u32::from(end) + 1 - start + u32::from(resends);
             self.progress_changed = true;
+            let worst_loss = needs.iter().map(|need| need.loss).fold(0.0, f64::max);
+            let round = progress.repair_rounds;
+            self.campaign_event(
+                EventKind::CampaignRedundancy,
+                serde_json::json!({ "repair_round": {
+                    "round": round,
+                    "devices": needs.len(),
+                    "coded_fragments": size,
+                    "most_missing": missing.iter().max(),
+                    "most_lacking": needs.iter().map(|need| need.lacking).max(),
+                    "worst_loss_percent": (worst_loss * 1000.0).round() / 10.0,
+                }}),
+            );
         }
         // Still in a session long enough for the round?
         if let CampaignPhase::Status { end_ms, .. } = self.campaign.progress.phase {
@@ -444,21 +495,7 @@ impl Work<'_> {
         let exponent = if self.campaign.progress.sessions == 0 {
             parameters.session_timeout_exponent
         } else {
-            // Long enough for the rest of the round and the status answers, with slack.
-            let progress = self.campaign.progress;
-            let frames = i64::from(progress.round_end.saturating_sub(progress.next_fragment))
-                + 1
-                + i64::from(progress.uncoded_resends);
-            let wanted_ms = (frames * self.frame_interval_ms()
-                + i64::try_from(parameters.status_spread_s() * 1000).unwrap_or(0)
-                + STATUS_MARGIN_MS)
-                * 3
-                / 2;
-            let mut exponent = 0u8;
-            while exponent < MAX_SESSION_TIMEOUT_EXPONENT && (1i64 << exponent) * 1000 < wanted_ms {
-                exponent += 1;
-            }
-            exponent
+            self.session_exponent_for_round()
         };
         self.campaign.progress.sessions += 1;
         self.campaign.progress.next_frame_at_ms = start_ms;
@@ -467,9 +504,58 @@ impl Work<'_> {
             start_ms,
             timeout_exponent: exponent,
         });
+        let on_air = self.campaign.progress.fragment_frames_on_air();
         for index in ready {
+            let facts = &mut self.devices[index].facts;
+            if facts.fragment_frames_baseline.is_none() {
+                facts.fragment_frames_baseline = Some(on_air);
+            }
             self.set_step(index, DeviceStep::SessionSetup, "session scheduled")?;
         }
         Ok(())
+    }
+
+    /// SessionTimeOut exponent long enough for the rest of the round and the status
+    /// answers, with slack.
+    fn session_exponent_for_round(&self) -> u8 {
+        let parameters = self.campaign.parameters;
+        let progress = self.campaign.progress;
+        let frames = i64::from(progress.round_end.saturating_sub(progress.next_fragment))
+            + 1
+            + i64::from(progress.uncoded_resends);
+        let wanted_ms = (frames * self.frame_interval_ms()
+            + i64::try_from(parameters.status_spread_s() * 1000).unwrap_or(0)
+            + STATUS_MARGIN_MS)
+            * 3
+            / 2;
+        let mut exponent = 0u8;
+        while exponent < MAX_SESSION_TIMEOUT_EXPONENT && (1i64 << exponent) * 1000 < wanted_ms {
+            exponent += 1;
+        }
+        exponent
+    }
+
+    /// What a device still missing fragments needs, as its last status answer said.
+    fn repair_need(&self, index: usize) -> RepairNeed {
+        let parameters = self.campaign.parameters;
+        let device = &self.devices[index];
+        let expected = f64::from(parameters.expected_loss_percent) / 100.0;
+        let fragments = u32::from(parameters.fragments);
+        let facts = device.facts;
+        let loss = facts
+            .fragments_offered
+            .and_then(|offered| measured_loss(facts.fragments_received, offered))
+            .unwrap_or(expected);
+        let missing = device.missing.unwrap_or(fragments);
+        // MissingFrag counts the uncoded fragments not known yet; the coded ones the
+        // device holds already make up for most of them (the code resolves them all at
+        // once when the rank reaches M). What it lacks is M minus what it received.
+        let lacking = match (facts.fragments_received, facts.fragments_offered) {
+            (Some(received), Some(offered)) if received <= offered => {
+                missing.min(fragments.saturating_sub(received))
+            }
+            _ => missing,
+        };
+        RepairNeed { lacking, loss }
     }
 }

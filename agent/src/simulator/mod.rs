@@ -153,6 +153,12 @@ pub struct SimulationReport {
     pub duty_cycle_percent: f64,
     /// Fragments in the image (NbFrag) and the fragment size.
     pub fragments: u16,
+    /// Coded fragments of the first pass.
+    pub first_pass_coded: u16,
+    /// Repair rounds after the first pass.
+    pub repair_rounds: u32,
+    /// Class C sessions.
+    pub sessions: u32,
     /// FragSize, bytes.
     pub fragment_size: u16,
     /// Uplinks the nodes sent (lost ones included).
@@ -676,6 +682,11 @@ async fn run(
         )
         .map_err(|error| SimulationError::Agent(error.to_string()))?
         .len();
+    let progress = reader
+        .campaign(id)
+        .map_err(|error| SimulationError::Agent(error.to_string()))?
+        .map(|campaign| campaign.progress)
+        .unwrap_or_default();
     let unsuccessful = rows
         .iter()
         .filter(|row| row.status != DeviceStatus::Successful)
@@ -726,6 +737,9 @@ async fn run(
         duty_cycle_floor_s: multicast_airtime_s * 100.0 / band_percent,
         duty_cycle_percent: band_percent,
         fragments: parameters.fragments,
+        first_pass_coded: parameters.first_pass_coded,
+        repair_rounds: progress.repair_rounds,
+        sessions: progress.sessions,
         fragment_size: parameters.fragment_size,
         uplinks: devices.iter().map(|d| d.uplinks).sum(),
         data_rate: parameters.data_rate,

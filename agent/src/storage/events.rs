@@ -83,6 +83,9 @@ event_kinds! {
     CampaignState => "campaign_state",
     /// A campaign moved to another step (payload: id, step).
     CampaignStep => "campaign_step",
+    /// A campaign sized a repair round (payload: id, `repair_round` with the counts and
+    /// losses it was sized from).
+    CampaignRedundancy => "campaign_redundancy",
     /// A device of a campaign moved to another step (payload: id, from, to, detail).
     CampaignDeviceStep => "campaign_device_step",
     /// A device of a campaign got its result (payload: id, status, error).
