@@ -642,6 +642,21 @@ async fn serve(
     // Upstream sync: a publisher on its own database connection, beside the core loop.
     let (upstream_stop, upstream_stopped) = tokio::sync::watch::channel(false);
     let mut upstream_tasks = Vec::new();
+    // Image downloads over https, for `fuotactl image import URL` and for images the
+    // backend announces: fetched in the background and verified like a local import.
+    let store = DownloadStore::open(database)
+        .with_context(|| format!("cannot open the downloads in {}", database.display()))?;
+    let downloader = Downloader::new(
+        store,
+        &config.firmware.cache_directory,
+        config.firmware.download_ca_file.as_deref(),
+        handle.clone(),
+    )
+    .context("cannot start image downloads")?;
+    let downloads = downloader.queue();
+    upstream_tasks.push(tokio::spawn(
+        downloader.run(stopped(upstream_stopped.clone())),
+    ));
     let upstream_status = match &config.mqtt {
         None => None,
         Some(mqtt) => {
@@ -656,25 +671,9 @@ async fn serve(
                         database.display()
                     )
                 })?;
-                // Images the backend announces are fetched in the background and
-                // verified like a local import.
-                let store = DownloadStore::open(database).with_context(|| {
-                    format!("cannot open the downloads in {}", database.display())
-                })?;
-                let downloader = Downloader::new(
-                    store,
-                    &config.firmware.cache_directory,
-                    config.firmware.download_ca_file.as_deref(),
-                    handle.clone(),
-                )
-                .context("cannot start image downloads")?;
                 publisher = publisher.with_commands(
-                    CommandProcessor::new(handle.clone(), reader)
-                        .with_downloads(downloader.queue()),
+                    CommandProcessor::new(handle.clone(), reader).with_downloads(downloads.clone()),
                 );
-                upstream_tasks.push(tokio::spawn(
-                    downloader.run(stopped(upstream_stopped.clone())),
-                ));
             }
             let status = publisher.status();
             info!(broker = %mqtt.broker, topic_prefix = %mqtt.topic_prefix, "upstream sync on");
@@ -685,7 +684,8 @@ async fn serve(
     let api = match &upstream_status {
         Some(status) => api.with_upstream(status.clone()),
         None => api,
-    };
+    }
+    .with_downloads(downloads);
     // The campaign engine runs inside the loop; what else reaches the application layer
     // is logged.
     tokio::spawn(async move {

@@ -364,16 +364,7 @@ fn command_while_stopped(extra: &str) {
 /// An agent with `[mqtt]` commands on and the firmware server's CA trusted for
 /// downloads; waits until it listens for commands.
 fn download_site(broker: u16, gateway_id: &str, server: &https::FirmwareServer) -> AgentSite {
-    let mut site = AgentSite::new("");
-    let ca = site.path("firmware-ca.pem");
-    std::fs::write(&ca, &server.ca_pem).unwrap();
-    let config = std::fs::read_to_string(&site.config).unwrap();
-    let config = config.replacen(
-        "trusted_keys = [",
-        &format!("download_ca_file = \"{}\"\ntrusted_keys = [", ca.display()),
-        1,
-    );
-    std::fs::write(&site.config, config).unwrap();
+    let mut site = site_trusting(server);
     add_mqtt_section(
         &site,
         &format!(
@@ -383,6 +374,21 @@ fn download_site(broker: u16, gateway_id: &str, server: &https::FirmwareServer) 
     );
     site.run();
     wait_until_subscribed(&site);
+    site
+}
+
+/// An agent (not started) that trusts the firmware server's CA for downloads.
+fn site_trusting(server: &https::FirmwareServer) -> AgentSite {
+    let site = AgentSite::new("");
+    let ca = site.path("firmware-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    let config = config.replacen(
+        "trusted_keys = [",
+        &format!("download_ca_file = \"{}\"\ntrusted_keys = [", ca.display()),
+        1,
+    );
+    std::fs::write(&site.config, config).unwrap();
     site
 }
 
@@ -592,4 +598,110 @@ fn a_corrupted_an_unsigned_or_a_missing_download_never_enters_the_cache() {
             .contains("https"),
         "{refused}"
     );
+}
+
+#[test]
+fn fuotactl_imports_from_a_url_without_mqtt_resuming_a_cut_download() {
+    let server = https::FirmwareServer::start();
+    let mut site = site_trusting(&server);
+    site.run();
+    let image = std::fs::read(site.signed_image("1.6.0")).unwrap();
+    let sha256 = sha256_hex(&image);
+    let size = image.len().to_string();
+    server.put("/fw/app-1.6.0.img", image.clone());
+    server.cut_next_after(image.len() / 3);
+    let url = server.url("/fw/app-1.6.0.img");
+
+    // Followed to the end: the cut is resumed, the image is in the cache.
+    let out = site.ok(&[
+        "image", "import", &url, "--sha256", &sha256, "--size", &size,
+    ]);
+    assert!(out.contains("imported"), "{out}");
+    assert!(out.contains(&sha256), "{out}");
+    assert_eq!(cached_images(&site), vec![sha256.clone()]);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        requests[1].1.as_deref(),
+        Some(format!("bytes={}-", image.len() / 3).as_str())
+    );
+    assert_no_part_files(&site);
+    let listed = site.json(&["image", "show", &sha256]);
+    assert_eq!(listed["name"], "app-1.6.0.img");
+    assert_eq!(listed["version"], "1.6.0+0");
+
+    // Again: cached already, nothing fetched.
+    let again = site.ok(&[
+        "image", "import", &url, "--sha256", &sha256, "--size", &size,
+    ]);
+    assert!(again.contains("cached already"), "{again}");
+    assert_eq!(server.requests().len(), 2);
+
+    // Another hash than announced: given up, exit 1 with the reason, nothing cached.
+    let other = std::fs::read(site.signed_image("1.7.0")).unwrap();
+    server.put("/fw/app-1.7.0.img", other.clone());
+    let wrong = site.fails(
+        1,
+        &[
+            "image",
+            "import",
+            &server.url("/fw/app-1.7.0.img"),
+            "--sha256",
+            &sha256_hex(b"something else"),
+            "--size",
+            &other.len().to_string(),
+        ],
+    );
+    assert!(wrong.contains("SHA-256"), "{wrong}");
+    assert!(wrong.contains("nothing entered the cache"), "{wrong}");
+    assert_eq!(cached_images(&site), vec![sha256.clone()]);
+    assert_no_part_files(&site);
+
+    // Queued without waiting, then looked at by id.
+    let queued = site.json(&[
+        "image",
+        "import",
+        &server.url("/fw/app-1.7.0.img"),
+        "--sha256",
+        &sha256_hex(&other),
+        "--size",
+        &other.len().to_string(),
+        "--no-wait",
+    ]);
+    let id = queued["id"].as_i64().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let download = site.json(&["image", "download", &id]);
+        if download["state"] == "imported" {
+            assert_eq!(download["bytes_done"], other.len());
+            break;
+        }
+        assert_eq!(download["state"], "downloading", "{download}");
+        assert!(Instant::now() < deadline, "never imported:\n{}", site.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cached_images(&site).len(), 2);
+
+    // Wrong on its face: refused at once with what to do.
+    let no_hash = site.fails(2, &["image", "import", &url]);
+    assert!(no_hash.contains("--sha256"), "{no_hash}");
+    let plain_http = site.fails(
+        1,
+        &[
+            "image",
+            "import",
+            "http://127.0.0.1:9/app.img",
+            "--sha256",
+            &sha256,
+            "--size",
+            "100",
+        ],
+    );
+    assert!(plain_http.contains("https"), "{plain_http}");
+    let unknown = site.fails(1, &["image", "download", "999"]);
+    assert!(
+        unknown.contains("no image download has id 999"),
+        "{unknown}"
+    );
+    site.stop();
 }

@@ -86,6 +86,7 @@ pub struct ApiListener {
     path: PathBuf,
     policy: CallerPolicy,
     upstream: Option<UpstreamStatusReceiver>,
+    downloads: Option<crate::upstream::download::DownloadQueue>,
 }
 
 /// Follows the MQTT publisher's status.
@@ -122,12 +123,19 @@ impl ApiListener {
                 group_id,
             },
             upstream: None,
+            downloads: None,
         })
     }
 
     /// Reports the MQTT publisher's status in `GET /v1/status`.
     pub fn with_upstream(mut self, status: UpstreamStatusReceiver) -> Self {
         self.upstream = Some(status);
+        self
+    }
+
+    /// Queues image downloads (`POST /v1/images/downloads`) on `downloads`.
+    pub fn with_downloads(mut self, downloads: crate::upstream::download::DownloadQueue) -> Self {
+        self.downloads = Some(downloads);
         self
     }
 
@@ -149,6 +157,7 @@ impl ApiListener {
             reader: Arc::new(Mutex::new(reader)),
             started: Instant::now(),
             upstream: self.upstream.clone(),
+            downloads: self.downloads.clone(),
         };
         let allowed = routes::router(state);
         tokio::pin!(shutdown);
@@ -242,6 +251,7 @@ impl MonitoringListener {
             reader: Arc::new(Mutex::new(reader)),
             started: Instant::now(),
             upstream: self.upstream,
+            downloads: None,
         };
         if let Err(error) = axum::serve(self.listener, routes::monitoring_router(state))
             .with_graceful_shutdown(shutdown)

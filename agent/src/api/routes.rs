@@ -19,14 +19,17 @@ use serde::Deserialize;
 use super::ask;
 use super::views::{
     BandView, CampaignDeviceView, CampaignRef, CampaignSummaryView, CampaignView, CountersView,
-    DeviceView, ErrorView, EventView, GatewayView, ImageView, ImportView, NewDevice, StatusView,
+    DeviceView, DownloadView, ErrorView, EventView, GatewayView, ImageView, ImportView, NewDevice,
+    NewDownload, StatusView,
 };
 use crate::campaign::{Campaign, CampaignError, CampaignId, CampaignSpec, CampaignState};
 use crate::identifiers::{AesKey, DevEui, JoinEui};
 use crate::service::campaigns::CampaignRequest;
 use crate::service::operations::{Operation, OperationError, OperationErrorKind};
 use crate::service::{ServiceCommand, ServiceHandle};
+use crate::storage::image_downloads::{redacted_url, ImageDownload};
 use crate::storage::{Device, DeviceClass, Event, FirmwareImageRecord, MacVersion, Storage};
+use crate::upstream::download::{announcement, DownloadQueue};
 use lorawan_fuota::image::ImageVersion;
 
 /// Largest request body: an image for the download slot, with room to spare.
@@ -42,6 +45,8 @@ pub(super) struct ApiState {
     pub started: Instant,
     /// The MQTT publisher's status, when upstream sync is on.
     pub upstream: Option<tokio::sync::watch::Receiver<crate::upstream::UpstreamStatus>>,
+    /// The image downloader's queue, when it runs.
+    pub downloads: Option<DownloadQueue>,
 }
 
 impl ApiState {
@@ -64,6 +69,8 @@ pub(super) fn router(state: ApiState) -> Router {
             get(show_device).delete(remove_device),
         )
         .route("/v1/images", get(list_images).post(import_image))
+        .route("/v1/images/downloads", post(start_download))
+        .route("/v1/images/downloads/{id}", get(show_download))
         .route("/v1/images/{sha256}", get(show_image).delete(remove_image))
         .route("/v1/campaigns", get(list_campaigns).post(create_campaign))
         .route("/v1/campaigns/{id}", get(show_campaign))
@@ -509,6 +516,78 @@ async fn import_image(
             image: image_view(imported.image),
         }),
     ))
+}
+
+fn download_view(download: ImageDownload, already_downloading: bool) -> DownloadView {
+    DownloadView {
+        id: download.id,
+        state: serde_json::to_value(download.state)
+            .ok()
+            .and_then(|state| state.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        url: redacted_url(&download.image.url),
+        sha256: download.image.sha256,
+        size: download.image.size,
+        bytes_done: download.bytes_done,
+        attempts: download.attempts,
+        last_error: download.last_error,
+        already_downloading,
+        already_cached: false,
+    }
+}
+
+fn download_queue(state: &ApiState) -> Result<&DownloadQueue, Failure> {
+    state.downloads.as_ref().ok_or_else(|| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this agent does not download images (its downloader did not start; see its log)"
+                .into(),
+        )
+    })
+}
+
+/// Queues an https download of a signed image: it is fetched in the background (with
+/// retries and resumption), checked against the SHA-256 and size given, and imported
+/// like a file. 202 with the download to follow; 200 if the image is cached already.
+async fn start_download(
+    State(state): State<ApiState>,
+    body: Result<Json<NewDownload>, JsonRejection>,
+) -> Result<(StatusCode, Json<DownloadView>), Failure> {
+    let new = json_body(body)?;
+    let image = announcement(new.url, &new.sha256, new.size, new.name, new.version)
+        .map_err(Failure::bad_request)?;
+    if state.reader().firmware_image(&image.sha256)?.is_some() {
+        return Ok((
+            StatusCode::OK,
+            Json(DownloadView {
+                id: 0,
+                state: "imported".into(),
+                url: redacted_url(&image.url),
+                sha256: image.sha256,
+                size: image.size,
+                bytes_done: 0,
+                attempts: 0,
+                last_error: None,
+                already_downloading: false,
+                already_cached: true,
+            }),
+        ));
+    }
+    let (download, new) = download_queue(&state)?.announce(&image)?;
+    Ok((StatusCode::ACCEPTED, Json(download_view(download, !new))))
+}
+
+async fn show_download(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Answer<DownloadView> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Failure::bad_request(format!("download id {id:?}: expected a number")))?;
+    let download = download_queue(&state)?
+        .get(id)?
+        .ok_or_else(|| Failure::not_found(format!("no image download has id {id}")))?;
+    Ok(Json(download_view(download, false)))
 }
 
 async fn remove_image(

@@ -168,6 +168,49 @@ pub struct ImportView {
     pub image: ImageView,
 }
 
+/// `POST /v1/images/downloads` takes: an image to fetch over https.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDownload {
+    /// Where to fetch it (https only).
+    pub url: String,
+    /// Its SHA-256 (64 hexadecimal digits): the download is refused if it differs.
+    pub sha256: String,
+    /// Its size, bytes: a longer body is refused.
+    pub size: u64,
+    /// Name to file it under (default: the URL's last path segment).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Version it is said to be (informational; the image's header counts).
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// An image download (`POST /v1/images/downloads`, `GET /v1/images/downloads/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadView {
+    /// Its id; `0` when the image was cached already and nothing was fetched.
+    pub id: i64,
+    /// `downloading`, `imported` or `failed`.
+    pub state: String,
+    /// The URL, without its query string or credentials.
+    pub url: String,
+    /// The image's SHA-256.
+    pub sha256: String,
+    /// Its size, bytes.
+    pub size: u64,
+    /// Bytes fetched so far.
+    pub bytes_done: u64,
+    /// Attempts that failed so far (the download retries with growing delays).
+    pub attempts: u32,
+    /// Why the last attempt failed, or why the download was given up.
+    pub last_error: Option<String>,
+    /// The same image was being fetched already: this is that download.
+    pub already_downloading: bool,
+    /// The image was in the cache already.
+    pub already_cached: bool,
+}
+
 /// A campaign in a list (`GET /v1/campaigns`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignSummaryView {

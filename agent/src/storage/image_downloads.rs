@@ -1,6 +1,6 @@
-//! Firmware downloads the fleet backend announced: one row per download, kept until it
-//! ends, so a restarted agent resumes what it was fetching. The bytes themselves are in
-//! a `.part` file beside the image cache (the downloader's business); this table holds
+//! Firmware downloads (announced by the fleet backend, or asked for through the local
+//! API): one row per download, kept until it ends, so a restarted agent resumes what it
+//! was fetching. The bytes themselves are in a `.part` file beside the image cache (the downloader's business); this table holds
 //! what was announced (URL, SHA-256, size), how far it got, and how it ended. Each
 //! start and failure appends its event in the same transaction.
 

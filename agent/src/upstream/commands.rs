@@ -23,7 +23,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::download::{check_announcement, DownloadQueue};
+use super::download::{announcement, DownloadQueue};
 use crate::api::device_from_request;
 use crate::api::views::NewDevice;
 use crate::campaign::{CampaignError, CampaignId, CampaignSpec, CampaignState};
@@ -221,26 +221,8 @@ fn parse_body(name: &str, payload: &[u8]) -> Result<UpstreamCommand, String> {
         }
         "announce_image" => {
             let body: AnnounceImageBody = body(name, payload)?;
-            let sha256 = body.sha256.to_ascii_lowercase();
-            let name = match body.name {
-                Some(name) => name,
-                None => body
-                    .url
-                    .split(['?', '#'])
-                    .next()
-                    .and_then(|path| path.rsplit('/').next())
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{sha256}.img")),
-            };
-            let image = AnnouncedImage {
-                url: body.url,
-                sha256,
-                size: body.size,
-                name,
-                version: body.version,
-            };
-            check_announcement(&image).map_err(|reason| format!("announce_image: {reason}"))?;
+            let image = announcement(body.url, &body.sha256, body.size, body.name, body.version)
+                .map_err(|reason| format!("announce_image: {reason}"))?;
             Ok(UpstreamCommand::AnnounceImage(image))
         }
         "start_campaign" => action(CampaignAction::Start),

@@ -1,6 +1,7 @@
 //! Firmware downloads over HTTPS: the images the fleet backend announces (the
-//! `announce_image` command), fetched in the background, resumed, checked, and imported
-//! through the same verification as a local import.
+//! `announce_image` command) and those an operator asks for (`POST
+//! /v1/images/downloads`, `fuotactl image import https://…`), fetched in the background,
+//! resumed, checked, and imported through the same verification as a local import.
 //!
 //! A download writes into `<cache directory>/downloads/<sha256>.part`. Each attempt
 //! asks for the bytes it lacks (`Range: bytes=<have>-`); a server that ignores the range
@@ -51,7 +52,7 @@ fn now() -> WallTime {
 }
 
 /// Where announcements go: the downloads' table, and a wake-up for the downloader.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DownloadQueue {
     store: Arc<Mutex<DownloadStore>>,
     wake: Arc<Notify>,
@@ -62,6 +63,11 @@ impl DownloadQueue {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One download, as it stands.
+    pub fn get(&self, id: i64) -> Result<Option<ImageDownload>, StorageError> {
+        self.store().get(id)
     }
 
     /// Records the announcement (or finds the download of the same image under way)
@@ -445,6 +451,38 @@ fn parse_content_range(text: &str) -> Option<(u64, Option<u64>)> {
         total => Some(total.parse().ok()?),
     };
     Some((start.parse().ok()?, total))
+}
+
+/// An announcement from what a backend or an operator gave: the SHA-256 in lower case,
+/// the name defaulting to the URL's last path segment (or `<sha256>.img`), checked
+/// with [`check_announcement`].
+pub fn announcement(
+    url: String,
+    sha256: &str,
+    size: u64,
+    name: Option<String>,
+    version: Option<String>,
+) -> Result<AnnouncedImage, String> {
+    let sha256 = sha256.to_ascii_lowercase();
+    let name = match name {
+        Some(name) => name,
+        None => url
+            .split(['?', '#'])
+            .next()
+            .and_then(|path| path.rsplit('/').next())
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{sha256}.img")),
+    };
+    let image = AnnouncedImage {
+        url,
+        sha256,
+        size,
+        name,
+        version,
+    };
+    check_announcement(&image)?;
+    Ok(image)
 }
 
 /// Checks an announcement: https URL, SHA-256, size.

@@ -200,13 +200,31 @@ enum ImageCommand {
         /// The image.
         image: PathBuf,
     },
-    /// Import a signed image into the agent's cache (verified against its trusted keys).
+    /// Import a signed image into the agent's cache (verified against its trusted keys),
+    /// from a file or from an https:// URL. A URL needs --sha256 and --size; the agent
+    /// fetches it in the background (resuming and retrying as needed) and this command
+    /// follows it until the image is in the cache (exit 0) or given up (exit 1).
     Import {
-        /// The signed MCUboot image.
-        file: PathBuf,
-        /// Name to file it under (default: the file's name).
+        /// The signed MCUboot image: a file, or an https:// URL.
+        source: PathBuf,
+        /// Name to file it under (default: the file's or the URL's name).
         #[arg(long)]
         name: Option<String>,
+        /// URL only: the image's SHA-256; anything else is refused.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// URL only: the image's size in bytes; a longer body is refused.
+        #[arg(long, value_name = "BYTES")]
+        size: Option<u64>,
+        /// URL only: queue the download and return at once (follow it with
+        /// `fuotactl image download ID`).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show an image download (from `fuotactl image import URL`).
+    Download {
+        /// The download's id.
+        id: i64,
     },
     /// List the cached images.
     List,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fuota_agent::api::client::{ApiClient, RequestBody};
 use fuota_agent::api::views::{
-    CampaignRef, CampaignSummaryView, CampaignView, DeviceView, EventView, ImageView, ImportView,
-    NewDevice, StatusView,
+    CampaignRef, CampaignSummaryView, CampaignView, DeviceView, DownloadView, EventView, ImageView,
+    ImportView, NewDevice, NewDownload, StatusView,
 };
 use fuota_agent::campaign::{
     CampaignSpec, CampaignState, DeliveryChoice, DeviceStatus, ParameterOverrides, Targets,
@@ -352,9 +352,127 @@ fn read_device_csv(path: &Path) -> Result<Vec<NewDevice>, Failure> {
     Ok(devices)
 }
 
+/// How often a followed download is asked about.
+const DOWNLOAD_POLL: Duration = Duration::from_millis(500);
+
+fn print_download(download: &DownloadView) {
+    println!("download {}: {}", download.id, download.state);
+    println!("  url      {}", download.url);
+    println!("  sha256   {}", download.sha256);
+    println!("  bytes    {} of {}", download.bytes_done, download.size);
+    if download.attempts > 0 {
+        println!("  failed attempts {}", download.attempts);
+    }
+    if let Some(error) = &download.last_error {
+        println!("  last error: {error}");
+    }
+}
+
+/// `fuotactl image import https://…`: queues the download, then follows it.
+fn import_url(
+    client: &ApiClient,
+    json: bool,
+    url: &str,
+    name: Option<String>,
+    sha256: Option<String>,
+    size: Option<u64>,
+    no_wait: bool,
+) -> Result<(), Failure> {
+    let (Some(sha256), Some(size)) = (sha256, size) else {
+        return Err(Failure::error(
+            "importing from a URL needs --sha256 HEX and --size BYTES (what the image must \
+             be: the download is refused otherwise)",
+        ));
+    };
+    let request = NewDownload {
+        url: url.to_string(),
+        sha256,
+        size,
+        name,
+        version: None,
+    };
+    let mut download: DownloadView = client.post_json("/v1/images/downloads", &request)?;
+    if download.already_cached {
+        if json {
+            return emit(&download);
+        }
+        println!("{} is cached already", download.sha256);
+        return Ok(());
+    }
+    if no_wait {
+        if json {
+            return emit(&download);
+        }
+        println!(
+            "download {} queued; follow it with `fuotactl image download {}`",
+            download.id, download.id
+        );
+        return Ok(());
+    }
+    let progress = !json && std::io::stderr().is_terminal();
+    let mut last_attempts = 0;
+    while download.state == "downloading" {
+        if progress {
+            eprint!(
+                "\rdownloading {}: {} of {} bytes",
+                download.url, download.bytes_done, download.size
+            );
+        }
+        if download.attempts > last_attempts && !json {
+            last_attempts = download.attempts;
+            eprintln!(
+                "{}attempt {} failed, retrying: {}",
+                if progress { "\n" } else { "" },
+                download.attempts,
+                download.last_error.as_deref().unwrap_or("?")
+            );
+        }
+        std::thread::sleep(DOWNLOAD_POLL);
+        download = client.get(&format!("/v1/images/downloads/{}", download.id))?;
+    }
+    if progress {
+        eprintln!();
+    }
+    if json {
+        emit(&download)?;
+    }
+    match download.state.as_str() {
+        "imported" => {
+            if !json {
+                println!("imported {} as {}", download.url, download.sha256);
+            }
+            Ok(())
+        }
+        _ => Err(Failure::refused(format!(
+            "download of {} failed: {}; nothing entered the cache",
+            download.url,
+            download
+                .last_error
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        ))),
+    }
+}
+
 fn image(client: &ApiClient, json: bool, command: ImageCommand) -> Result<(), Failure> {
     match command {
-        ImageCommand::Import { file, name } => {
+        ImageCommand::Import {
+            source,
+            name,
+            sha256,
+            size,
+            no_wait,
+        } => {
+            if let Some(url) = source.to_str().filter(|text| text.contains("://")) {
+                return import_url(client, json, url, name, sha256, size, no_wait);
+            }
+            if sha256.is_some() || size.is_some() || no_wait {
+                return Err(Failure::error(
+                    "--sha256, --size and --no-wait are for an https:// URL; a file is \
+                     imported as it is",
+                ));
+            }
+            let file = source;
             let bytes = std::fs::read(&file).map_err(|error| {
                 Failure::error(format!("cannot read {}: {error}", file.display()))
             })?;
@@ -382,6 +500,23 @@ fn image(client: &ApiClient, json: bool, command: ImageCommand) -> Result<(), Fa
                 );
             }
             Ok(())
+        }
+        ImageCommand::Download { id } => {
+            let download: DownloadView = client.get(&format!("/v1/images/downloads/{id}"))?;
+            if json {
+                return emit(&download);
+            }
+            print_download(&download);
+            match download.state.as_str() {
+                "failed" => Err(Failure::refused(format!(
+                    "download {id} failed: {}",
+                    download
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("no reason recorded")
+                ))),
+                _ => Ok(()),
+            }
         }
         ImageCommand::List => {
             let images: Vec<ImageView> = client.get("/v1/images")?;
