@@ -23,7 +23,7 @@ use crate::lorawan::time::MonotonicTime;
 use crate::network_server::multicast::{build_multicast_frame, MulticastGroupKeys};
 use crate::network_server::{ApplicationHandler, ApplicationUplink, QueuedDownlink};
 use crate::packet_forwarder::Transport;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// A campaign operation asked of the loop (by the local API, the simulator, or the
 /// upstream commands).
@@ -120,6 +120,51 @@ pub(super) struct CampaignTimeline {
 }
 
 impl CampaignTimeline {
+    /// The timeline a starting loop runs on: the system clock, or, while campaigns are
+    /// active and a step had moved the system clock away from the timeline they ran on
+    /// before the restart, the system clock plus that recorded offset. With no active
+    /// campaign the offset is forgotten: new campaigns start on the system clock.
+    ///
+    /// A step while the agent is stopped (NTP at boot) cannot be told from the clock
+    /// itself and is not corrected.
+    pub fn resume(
+        storage: &mut Storage,
+        wall: WallTime,
+        monotonic: MonotonicTime,
+    ) -> Result<CampaignTimeline, StorageError> {
+        let offset_us = if storage.any_active_campaign()? {
+            storage.campaign_timeline_offset()?.unwrap_or(0)
+        } else {
+            storage.set_campaign_timeline_offset(None, wall)?;
+            0
+        };
+        if offset_us != 0 {
+            info!(
+                offset_ms = offset_us / 1_000,
+                "campaigns continue on the timeline they ran on before the clock stepped"
+            );
+        }
+        Ok(CampaignTimeline {
+            wall: wall.saturating_add_micros(offset_us),
+            monotonic,
+        })
+    }
+
+    /// Records how far the timeline is from the system clock, which reads `wall` at
+    /// `monotonic` (after a step), for [`CampaignTimeline::resume`].
+    pub fn record(
+        &self,
+        storage: &mut Storage,
+        wall: WallTime,
+        monotonic: MonotonicTime,
+    ) -> Result<(), StorageError> {
+        let offset_us = self
+            .at(monotonic)
+            .unix_micros()
+            .saturating_sub(wall.unix_micros());
+        storage.set_campaign_timeline_offset(Some(offset_us), wall)
+    }
+
     /// The timeline's time at `at`.
     pub fn at(&self, at: MonotonicTime) -> WallTime {
         let elapsed = i64::try_from(at.micros_since(self.monotonic)).unwrap_or(i64::MAX);
@@ -312,5 +357,64 @@ impl<T: Transport> Service<T> {
             deadline: Some(at(frame.not_after)),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WALL: WallTime = WallTime::from_unix_seconds(1_780_000_000);
+
+    fn storage_with_campaign(state: &str) -> (tempfile::TempDir, Storage) {
+        let directory = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&directory.path().join("agent.db")).unwrap();
+        storage
+            .connection()
+            .execute(
+                "INSERT INTO campaigns (name, image_sha256, target_version, targets, delivery, \
+                 parameters, state, progress, mc_addr, mc_key, created_at_ms, updated_at_ms) \
+                 VALUES ('c', ?1, 1, '{}', 'multicast', '{}', ?2, '{}', 1, zeroblob(16), 0, 0)",
+                rusqlite::params!["a".repeat(64), state],
+            )
+            .unwrap();
+        (directory, storage)
+    }
+
+    #[test]
+    fn a_restart_after_a_clock_step_keeps_the_running_campaigns_timeline() {
+        let (_directory, mut storage) = storage_with_campaign("running");
+        let start = MonotonicTime::from_micros(5_000_000);
+        let timeline = CampaignTimeline::resume(&mut storage, WALL, start).unwrap();
+        assert_eq!(timeline.at(start), WALL);
+        // Ten minutes on, NTP steps the system clock an hour forward.
+        let later = MonotonicTime::from_micros(5_000_000 + 600_000_000);
+        let stepped_wall = WALL.saturating_add_micros(600_000_000 + 3_600_000_000);
+        timeline.record(&mut storage, stepped_wall, later).unwrap();
+        assert_eq!(
+            storage.campaign_timeline_offset().unwrap(),
+            Some(-3_600_000_000)
+        );
+        // The agent restarts a minute later (a new monotonic origin): the campaign's
+        // time carries on from where it was, not from the stepped clock.
+        let restarted_wall = stepped_wall.saturating_add_micros(60_000_000);
+        let origin = MonotonicTime::from_micros(1_000);
+        let resumed = CampaignTimeline::resume(&mut storage, restarted_wall, origin).unwrap();
+        assert_eq!(
+            resumed.at(origin),
+            timeline.at(later).saturating_add_micros(60_000_000)
+        );
+    }
+
+    #[test]
+    fn without_an_active_campaign_the_timeline_is_the_system_clock_again() {
+        let (_directory, mut storage) = storage_with_campaign("finished");
+        storage
+            .set_campaign_timeline_offset(Some(-3_600_000_000), WALL)
+            .unwrap();
+        let origin = MonotonicTime::from_micros(0);
+        let resumed = CampaignTimeline::resume(&mut storage, WALL, origin).unwrap();
+        assert_eq!(resumed.at(origin), WALL);
+        assert_eq!(storage.campaign_timeline_offset().unwrap(), None);
     }
 }

@@ -280,10 +280,9 @@ impl<T: Transport> Service<T> {
         let downlinks = transport.downlinks();
         let airtime_history =
             load_airtime_history(&storage, clock.wall_now(), settings.duty_cycle)?;
-        let campaign_timeline = campaigns::CampaignTimeline {
-            wall: clock.wall_now(),
-            monotonic: clock.now(),
-        };
+        let mut storage = storage;
+        let campaign_timeline =
+            campaigns::CampaignTimeline::resume(&mut storage, clock.wall_now(), clock.now())?;
         let service = Service {
             settings,
             storage,
@@ -524,6 +523,12 @@ impl<T: Transport> Service<T> {
                     "after_plausible": step.after.is_plausible(),
                 }),
             ))?;
+        // A restart keeps the campaigns on their timeline, not on the stepped clock.
+        self.campaign_timeline.record(
+            &mut self.storage,
+            self.clock.wall_now(),
+            self.clock.now(),
+        )?;
         Ok(())
     }
 

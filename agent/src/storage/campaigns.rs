@@ -351,6 +351,52 @@ impl Storage {
         }
     }
 
+    /// How far the campaigns' timeline was from the system clock (µs, timeline minus
+    /// system) when it was last recorded; `None` when it never was.
+    pub fn campaign_timeline_offset(&self) -> Result<Option<i64>, StorageError> {
+        self.connection()
+            .query_row(
+                "SELECT offset_us FROM campaign_timeline WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(StorageError::sql("reading the campaign timeline"))
+    }
+
+    /// Records the campaigns' timeline offset (`None`: forgets it).
+    pub fn set_campaign_timeline_offset(
+        &mut self,
+        offset_us: Option<i64>,
+        now: WallTime,
+    ) -> Result<(), StorageError> {
+        let result = match offset_us {
+            Some(offset) => self.connection().execute(
+                "INSERT INTO campaign_timeline (id, offset_us, updated_at_ms) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET offset_us = ?1, updated_at_ms = ?2",
+                params![offset, now.unix_millis()],
+            ),
+            None => self
+                .connection()
+                .execute("DELETE FROM campaign_timeline", []),
+        };
+        result
+            .map(|_| ())
+            .map_err(StorageError::sql("recording the campaign timeline"))
+    }
+
+    /// Whether any campaign is created, running or paused.
+    pub fn any_active_campaign(&self) -> Result<bool, StorageError> {
+        self.connection()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM campaigns \
+                 WHERE state IN ('created', 'running', 'paused'))",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(StorageError::sql("looking for active campaigns"))
+    }
+
     /// Every campaign, oldest first.
     pub fn campaigns(&self) -> Result<Vec<Campaign>, StorageError> {
         let mut statement = self

@@ -206,6 +206,15 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE UNIQUE INDEX image_downloads_active ON image_downloads (sha256) WHERE state = 'downloading';
     "#,
+    // 8: how far the campaigns' timeline is from the system clock after a step, so that
+    // a restarted agent keeps the time base its running campaigns' devices were given.
+    r#"
+    CREATE TABLE campaign_timeline (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        offset_us      INTEGER NOT NULL,
+        updated_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
