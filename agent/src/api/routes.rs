@@ -521,10 +521,7 @@ async fn import_image(
 fn download_view(download: ImageDownload, already_downloading: bool) -> DownloadView {
     DownloadView {
         id: download.id,
-        state: serde_json::to_value(download.state)
-            .ok()
-            .and_then(|state| state.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        state: download.state.as_str().into(),
         url: redacted_url(&download.image.url),
         sha256: download.image.sha256,
         size: download.image.size,

@@ -26,8 +26,8 @@ pub use model::{
     CampaignState, Delivery, DeliveryChoice, DeviceStatus, DeviceStep, ParameterOverrides, Targets,
 };
 pub use plan::{
-    adaptive_first_pass_coded, base_repair_margin, frames_to_deliver, measured_loss, plan,
-    repair_margin, repair_round_size, CampaignPlan, PlanError, PlanInputs, Redundancy, RepairNeed,
+    base_repair_margin, frames_to_deliver, measured_loss, plan, repair_margin, repair_round_size,
+    CampaignPlan, PlanError, PlanInputs, Redundancy, RepairNeed,
 };
 
 use crate::firmware::cache::CacheError;

@@ -327,9 +327,10 @@ impl Work<'_> {
             self.set_phase(CampaignPhase::Finishing);
             return Ok(());
         }
-        let mut progress = self.campaign.progress;
-        let first_pass_left = progress.next_fragment <= progress.round_end;
+        let first_pass_left =
+            self.campaign.progress.next_fragment <= self.campaign.progress.round_end;
         if !first_pass_left {
+            let progress = self.campaign.progress;
             // A repair round most of whose frames never went on the air (the network
             // server gave them up: the duty-cycle budget was spent) was not a round the
             // devices could use: it does not count, up to a limit.
@@ -348,10 +349,10 @@ impl Work<'_> {
                         ),
                     );
                 }
-                progress.starved_rounds += 1;
-                self.campaign.progress.starved_rounds = progress.starved_rounds;
+                self.campaign.progress.starved_rounds += 1;
                 self.progress_changed = true;
             }
+            let progress = self.campaign.progress;
             let rounds_made = progress.repair_rounds - progress.starved_rounds;
             if rounds_made >= parameters.max_repair_rounds {
                 return self.give_up(

@@ -386,7 +386,7 @@ fn first_pass_coded(fragments: u32, redundancy: Redundancy) -> Result<u32, PlanE
 
 /// Coded fragments of an adaptive first pass for a device losing `loss` (0.0 to 1.0) of
 /// the frames: it receives `fragments + FIRST_PASS_MARGIN_FRAGMENTS` on average.
-pub fn adaptive_first_pass_coded(fragments: u32, loss: f64) -> u32 {
+fn adaptive_first_pass_coded(fragments: u32, loss: f64) -> u32 {
     let wanted = f64::from(fragments) + f64::from(FIRST_PASS_MARGIN_FRAGMENTS);
     let frames = (wanted / (1.0 - clamp_loss(loss))).ceil();
     // In range: at most (16383 + 2) * 10.

@@ -42,7 +42,8 @@ pub enum DownloadState {
 }
 
 impl DownloadState {
-    fn as_str(self) -> &'static str {
+    /// The stored name (as serialized).
+    pub fn as_str(self) -> &'static str {
         match self {
             DownloadState::Downloading => "downloading",
             DownloadState::Imported => "imported",
