@@ -64,7 +64,8 @@
 //!   what became of the last update).
 //! - [`persistence`]: the state record format; [`flash_store`]: the session store on
 //!   flash (settings pages and fragment journal); [`platform`]: the traits the firmware
-//!   implements; [`config`], [`time`], [`report`].
+//!   implements; [`mac_record`]: the firmware's LoRaWAN session and DevNonce counter;
+//!   [`config`], [`time`], [`report`].
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -75,6 +76,7 @@ pub mod firmware_management;
 pub mod flash_store;
 pub mod fragment_store;
 pub mod fragmentation;
+pub mod mac_record;
 pub mod multicast;
 pub mod node;
 pub mod outbox;
@@ -90,6 +92,10 @@ pub use flash_store::{FlashSessionStore, FlashStoreError, RECORD_LORAWAN, RECORD
 pub use fragment_store::regions::RegionError;
 pub use fragment_store::{ResumeSummary, SessionMemoryError};
 pub use fragmentation::{FragmentationProgress, FragmentationStats, MicCheck};
+pub use mac_record::{
+    DevNoncesExhausted, MacRecord, MacRecordError, MacSession, FCNT_UP_RESERVATION,
+    MAC_RECORD_MAX_LEN,
+};
 pub use multicast::reception::{MulticastDrop, MAX_PHY_PAYLOAD};
 pub use multicast::GroupInfo;
 pub use node::{FuotaNode, MulticastReceived, NodeParts, NodeStats, StartReport, StateLoad};
