@@ -3,8 +3,9 @@
 //! is refused with the right error.
 
 use lorawan_fuota::image::{
-    verify, Image, ImageError, ImageRegion, ImageVersion, TrustedKey, VerifyOptions, TLV_ECDSA_SIG,
-    TLV_HARDWARE_VERSION, TLV_KEYHASH, TLV_PUBKEY, TLV_SHA256,
+    check_integrity_source, verify, Image, ImageError, ImageRegion, ImageVersion, SourceError,
+    TrustedKey, VerifyOptions, TLV_ECDSA_SIG, TLV_HARDWARE_VERSION, TLV_KEYHASH, TLV_PUBKEY,
+    TLV_SHA256,
 };
 use p256::pkcs8::DecodePublicKey;
 
@@ -391,4 +392,53 @@ fn shortened_tlv_total_is_refused() {
         verify(&bytes, &keys, &no_options()),
         Err(ImageError::ProtectedSizeMismatch { .. })
     ));
+}
+
+/// The keyless check a device runs when its bootloader verifies the signature:
+/// everything but the signer and the signature.
+#[test]
+fn integrity_check_refuses_what_verify_refuses_except_the_signature() {
+    let keys = [fixture_key()];
+    let same = VerifyOptions::new().require_hardware(FIXTURE_HW);
+    for (name, bytes) in plain_fixtures() {
+        let checked = check_integrity_source(&mut &bytes[..], &no_options())
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let verified = verify(bytes, &keys, &no_options()).unwrap();
+        assert_eq!(checked, *verified.checked(), "{name}");
+        assert_eq!(checked.ts006_version(), 0x0102_0003);
+    }
+    // Hardware, as verify: refused for other hardware or without the TLV.
+    assert!(check_integrity_source(&mut &HW_KEYHASH[..], &same).is_ok());
+    assert_eq!(
+        check_integrity_source(&mut &HW_KEYHASH[..], &same.require_hardware(0x0001_0204)),
+        Err(SourceError::Image(ImageError::WrongHardware {
+            image: FIXTURE_HW,
+            device: 0x0001_0204
+        }))
+    );
+    assert_eq!(
+        check_integrity_source(&mut &NO_HW[..], &same),
+        Err(SourceError::Image(ImageError::MissingHardwareVersion {
+            device: FIXTURE_HW
+        }))
+    );
+    // Every body byte flipped: a hash mismatch. Every cut: refused.
+    for i in (0x200..0x200 + BODY.len()).step_by(7) {
+        let mut bytes = HW_KEYHASH.to_vec();
+        bytes[i] ^= 0x55;
+        assert_eq!(
+            check_integrity_source(&mut &bytes[..], &same),
+            Err(SourceError::Image(ImageError::HashMismatch))
+        );
+    }
+    for len in 0..HW_KEYHASH.len() {
+        assert!(check_integrity_source(&mut &HW_KEYHASH[..len], &no_options()).is_err());
+    }
+    // What it leaves to the bootloader: a signature that does not verify (its last
+    // byte flipped) passes here and fails verify.
+    let mut forged = HW_KEYHASH.to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    assert!(check_integrity_source(&mut &forged[..], &same).is_ok());
+    assert!(verify(&forged, &keys, &same).is_err());
 }

@@ -29,8 +29,12 @@ use lorawan_fuota::codec::firmware_management::{
     REBOOT_TIME_ASAP, REBOOT_TIME_CANCEL,
 };
 use lorawan_fuota::codec::{decode_all, Package, PackageVersion, PackageVersionAns};
+#[cfg(not(feature = "signature-check"))]
+use lorawan_fuota::image::check_integrity_source;
+#[cfg(feature = "signature-check")]
+use lorawan_fuota::image::verify_source;
 use lorawan_fuota::image::{
-    compare_ts006, verify_source, ImageError, SourceError, TrustedKey, VerifyOptions,
+    compare_ts006, CheckedImage, ImageError, SourceError, TrustedKey, VerifyOptions,
 };
 
 use crate::clock_sync::ClockSyncClient;
@@ -67,6 +71,7 @@ pub struct ImageCheck {
 pub(crate) struct FirmwareManagement {
     firmware_version: u32,
     hardware_version: u32,
+    #[cfg_attr(not(feature = "signature-check"), allow(dead_code))]
     trusted_keys: heapless::Vec<TrustedKey, MAX_TRUSTED_KEYS>,
     reboot: Option<RebootSchedule>,
     cached: Option<ImageCheck>,
@@ -235,7 +240,7 @@ impl FirmwareManagement {
             } => refused(UpgradeImageStatus::CorruptOrBadSignature, None),
             SlotContent::Complete { block_len, .. } => {
                 let options = VerifyOptions::new().require_hardware(self.hardware_version);
-                match verify_source(&mut store.image(block_len), &self.trusted_keys, &options) {
+                match self.check_source(&mut store.image(block_len), &options) {
                     Ok(image) => {
                         let version = image.ts006_version();
                         if compare_ts006(self.firmware_version, version).is_rollback() {
@@ -269,6 +274,25 @@ impl FirmwareManagement {
         };
         self.cached = Some(check);
         check
+    }
+
+    /// Verifies the image: with the `signature-check` feature, its signature against
+    /// the trusted keys too; without it, everything else (see
+    /// `lorawan_fuota::image::check_integrity_source`), the bootloader checking the
+    /// signature before it installs the image.
+    fn check_source<S: lorawan_fuota::image::ImageSource>(
+        &self,
+        source: &mut S,
+        options: &VerifyOptions,
+    ) -> Result<CheckedImage, SourceError<S::Error>> {
+        #[cfg(feature = "signature-check")]
+        {
+            verify_source(source, &self.trusted_keys, options).map(|image| *image.checked())
+        }
+        #[cfg(not(feature = "signature-check"))]
+        {
+            check_integrity_source(source, options)
+        }
     }
 
     /// When the programmed reboot is due.

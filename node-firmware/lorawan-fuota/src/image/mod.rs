@@ -55,6 +55,7 @@ pub use tlv::{
     TLV_HARDWARE_VERSION, TLV_KEYHASH, TLV_PUBKEY, TLV_SHA256,
 };
 pub use verify::{
-    verify, verify_source, verify_source_with_buffer, VerifiedImage, VerifyOptions, HASH_CHUNK_LEN,
+    check_integrity_source, verify, verify_source, verify_source_with_buffer, CheckedImage,
+    VerifiedImage, VerifyOptions, HASH_CHUNK_LEN,
 };
 pub use version::{compare_ts006, ImageVersion, VersionChange};
