@@ -124,13 +124,27 @@ fn every_device_is_updated(
         // The first pass is sized for 10 % loss: repairs made up the difference, sized
         // from the loss the devices' status answers showed.
         assert!(progress.repair_rounds >= 1, "{progress:?}");
-        let rounds = storage
+        let (first_pass, rounds): (Vec<_>, Vec<_>) = storage
             .events_of_kind_since(
                 EventKind::CampaignRedundancy,
                 WallTime::from_unix_seconds(0),
             )
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            .partition(|event| event.payload["first_pass"].is_object());
         assert_eq!(rounds.len() as u32, progress.repair_rounds, "{rounds:?}");
+        // The first pass, planned before any campaign of these devices, was sized for
+        // the expected loss, and its event says so.
+        let [first_pass] = first_pass.as_slice() else {
+            panic!("one first-pass event: {first_pass:?}");
+        };
+        let figures = &first_pass.payload["first_pass"];
+        assert_eq!(figures["sized_from"], "expected", "{figures}");
+        assert_eq!(figures["devices_without_history"], 6, "{figures}");
+        assert_eq!(
+            figures["coded_fragments"], campaign.parameters.first_pass_coded,
+            "{figures}"
+        );
         let first = &rounds[0].payload["repair_round"];
         let worst = first["worst_loss_percent"].as_f64().unwrap();
         assert!(

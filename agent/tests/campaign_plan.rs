@@ -6,8 +6,9 @@ use fuota_agent::campaign::plan::{
     DATA_FRAGMENT_FRAME_OVERHEAD, INTER_FRAME_GUARD_US, MAX_FRAGMENT_INDEX,
 };
 use fuota_agent::campaign::{
-    base_repair_margin, frames_to_deliver, measured_loss, plan, repair_margin, repair_round_size,
-    PlanError, PlanInputs, Redundancy, RepairNeed,
+    base_repair_margin, first_pass_loss, frames_to_deliver, loss_from_history, measured_loss, plan,
+    repair_margin, repair_round_size, PlanError, PlanInputs, ReceptionRecord, Redundancy,
+    RepairNeed,
 };
 use fuota_agent::lorawan::airtime::lorawan_downlink_airtime;
 use fuota_agent::lorawan::duty_cycle::ONE_HOUR_US;
@@ -201,6 +202,119 @@ fn frames_to_deliver_meets_its_confidence() {
     assert_eq!(frames_to_deliver(0, 0.3, 1.28), 0);
     // Losses beyond 90 % are read as 90 %.
     assert_eq!(frames_to_deliver(10, 1.0, 0.0), 100);
+}
+
+#[test]
+fn a_devices_loss_from_history_uses_only_counts_taken_before_it_decoded() {
+    let record = |received, offered, complete| ReceptionRecord {
+        received,
+        offered,
+        complete,
+    };
+    // No history at all, or too few frames: unknown.
+    assert_eq!(loss_from_history(&[]), None);
+    assert_eq!(loss_from_history(&[record(9, 10, false)]), None);
+    // One campaign: 96 of 120 received, smoothed (24 + 1) / (120 + 2).
+    let loss = loss_from_history(&[record(96, 120, false)]).unwrap();
+    assert!((loss - 25.0 / 122.0).abs() < 1e-9, "{loss}");
+    // Several pool their frames: 10 of 12 and 8 of 10 say little alone, together
+    // (4 + 1) / (22 + 2).
+    let pooled = loss_from_history(&[record(10, 12, false), record(8, 10, false)]).unwrap();
+    assert!((pooled - 5.0 / 24.0).abs() < 1e-9, "{pooled}");
+    // A count taken once the block was complete understates the channel (the device
+    // stopped counting when it decoded): left out.
+    assert_eq!(loss_from_history(&[record(107, 140, true)]), None);
+    let with_censored =
+        loss_from_history(&[record(107, 140, true), record(96, 120, false)]).unwrap();
+    assert_eq!(with_censored, loss);
+    // A device that received nothing was not listening (a silent device): unknown, not
+    // 100 % loss; and a device never counts more than was sent.
+    assert_eq!(loss_from_history(&[record(0, 120, false)]), None);
+    assert_eq!(
+        loss_from_history(&[record(0, 120, false), record(96, 120, false)]),
+        Some(loss)
+    );
+    let over = loss_from_history(&[record(130, 120, false)]).unwrap();
+    assert!(over < 0.01, "{over}");
+}
+
+#[test]
+fn the_first_pass_is_sized_for_the_targets_measured_losses() {
+    // No device with history: the expected loss, as before.
+    let none = first_pass_loss(&[None; 8], 0.1);
+    assert!(!none.measured);
+    assert_eq!(none.loss, 0.1);
+    assert_eq!((none.devices_measured, none.devices_expected), (0, 8));
+    assert_eq!(none.worst_measured, None);
+    assert_eq!(
+        none.redundancy(10),
+        Redundancy::Adaptive {
+            expected_loss_percent: 10
+        }
+    );
+    // Every device measured at about 20 %: the device at the 90th percentile.
+    let losses: Vec<Option<f64>> = (0..10).map(|i| Some(0.15 + 0.01 * f64::from(i))).collect();
+    let measured = first_pass_loss(&losses, 0.1);
+    assert!(measured.measured);
+    assert!((measured.loss - 0.23).abs() < 1e-9, "{measured:?}");
+    assert!((measured.worst_measured.unwrap() - 0.24).abs() < 1e-9);
+    assert_eq!(
+        measured.redundancy(10),
+        Redundancy::Measured { loss_permille: 230 }
+    );
+    // One outlier among twenty does not size the pass for everyone; the worst is
+    // still reported.
+    let mut outlier = vec![Some(0.05); 19];
+    outlier.push(Some(0.8));
+    let sized = first_pass_loss(&outlier, 0.1);
+    assert!(sized.measured);
+    assert_eq!(sized.loss, 0.05);
+    assert_eq!(sized.worst_measured, Some(0.8));
+    // Devices without history count at the expected loss: here most of them, so the
+    // expected loss is what the quantile device has.
+    let mut mixed = vec![None; 9];
+    mixed.push(Some(0.3));
+    let partly = first_pass_loss(&mixed, 0.1);
+    assert!(!partly.measured, "{partly:?}");
+    assert_eq!(partly.loss, 0.1);
+    assert_eq!((partly.devices_measured, partly.devices_expected), (1, 9));
+    // A small fleet: the quantile is its worst device.
+    let small = first_pass_loss(&[None, Some(0.3)], 0.1);
+    assert!(small.measured);
+    assert_eq!(small.loss, 0.3);
+    // Losses beyond what any sizing assumes are capped.
+    let capped = first_pass_loss(&[Some(1.0)], 0.1);
+    assert_eq!(capped.loss, 0.9);
+}
+
+#[test]
+fn a_first_pass_sized_from_measured_loss_delivers_with_confidence() {
+    let region = eu868();
+    let mut inputs = PlanInputs::new(10_000, 5);
+    inputs.fragment_size = Some(50);
+    let expected = plan(&region, &inputs).unwrap();
+    assert_eq!(expected.fragments, 200);
+    for (permille, more) in [(200u16, true), (100, true), (20, false)] {
+        inputs.redundancy = Redundancy::Measured {
+            loss_permille: permille,
+        };
+        let measured = plan(&region, &inputs).unwrap();
+        let frames = measured.first_pass_frames();
+        // Enough for M + 2 at that loss with 90 % confidence, and no more.
+        assert_eq!(
+            frames,
+            frames_to_deliver(202, f64::from(permille) / 1000.0, 1.2816)
+        );
+        assert!(frames > 202);
+        // Against the no-history plan (10 % expected, on average): more at 10 % and
+        // above (the confidence), fewer at 2 %.
+        assert_eq!(frames > expected.first_pass_frames(), more, "{permille}");
+    }
+    inputs.redundancy = Redundancy::Measured { loss_permille: 901 };
+    assert!(matches!(
+        plan(&region, &inputs),
+        Err(PlanError::InvalidRedundancy(_))
+    ));
 }
 
 #[test]

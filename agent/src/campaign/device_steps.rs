@@ -910,6 +910,7 @@ impl Work<'_> {
                 .facts
                 .fragment_frames_baseline
                 .map(|baseline| u32::try_from(on_air.saturating_sub(baseline)).unwrap_or(u32::MAX));
+            device.facts.fragments_counted_complete = Some(missing == 0);
         }
         if missing == 0 {
             device.facts.block_complete = true;

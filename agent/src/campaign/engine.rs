@@ -26,7 +26,10 @@ use super::model::{
     Delivery, DeliveryChoice, DeviceStatus, DeviceStep, StoredDeviceStep, Targets,
     DEFAULT_MC_ADDR_BASE,
 };
-use super::plan::{plan, PlanInputs, Redundancy};
+use super::plan::{
+    first_pass_loss, loss_from_history, plan, FirstPassLoss, PlanInputs, ReceptionRecord,
+    Redundancy, FIRST_PASS_HISTORY_Z, HISTORY_CAMPAIGNS,
+};
 use super::work::{Outbox, Work};
 use super::CampaignError;
 use crate::clock::WallTime;
@@ -155,7 +158,21 @@ impl CampaignEngine {
             DeliveryChoice::Auto if devices.len() == 1 => Delivery::Unicast,
             DeliveryChoice::Auto => Delivery::Multicast,
         };
-        let parameters = self.parameters(spec, loaded.bytes.len())?;
+        // The adaptive first pass is sized from what the targets received in their
+        // earlier campaigns, when they took part in any.
+        let expected_loss_percent = spec
+            .overrides
+            .expected_loss_percent
+            .unwrap_or(DEFAULT_EXPECTED_LOSS_PERCENT);
+        let first_pass = match spec.overrides.fixed_redundancy_percent {
+            Some(_) => None,
+            None => Some(first_pass_from_history(
+                storage,
+                &devices,
+                f64::from(expected_loss_percent) / 100.0,
+            )?),
+        };
+        let parameters = self.parameters(spec, loaded.bytes.len(), first_pass)?;
         let mut mc_key = [0u8; 16];
         getrandom::fill(&mut mc_key).map_err(|error| CampaignError::Random(error.to_string()))?;
         let mc_key = AesKey::from_bytes(mc_key);
@@ -177,12 +194,16 @@ impl CampaignEngine {
             devices: &devices,
         };
         let id = storage.write(|tx| {
-            tx.insert_campaign(
+            let id = tx.insert_campaign(
                 &campaign,
                 |id| DEFAULT_MC_ADDR_BASE.wrapping_add(id as u32),
                 &first_step,
                 now,
-            )
+            )?;
+            tx.append_event(&NewEvent::new(now, EventKind::CampaignRedundancy).payload(
+                first_pass_event(id, &parameters, spec.overrides, first_pass),
+            ))?;
+            Ok(id)
         })?;
         self.images.insert(record.sha256, Arc::new(loaded.bytes));
         Ok(id)
@@ -192,6 +213,7 @@ impl CampaignEngine {
         &self,
         spec: &CampaignSpec,
         image_size: usize,
+        first_pass: Option<FirstPassLoss>,
     ) -> Result<CampaignParameters, CampaignError> {
         let overrides = spec.overrides;
         let invalid = |text: String| Err(CampaignError::InvalidParameter(text));
@@ -243,8 +265,11 @@ impl CampaignEngine {
             fragment_size: overrides.fragment_size,
             redundancy: match overrides.fixed_redundancy_percent {
                 Some(percent) => Redundancy::Fixed { percent },
-                None => Redundancy::Adaptive {
-                    expected_loss_percent,
+                None => match first_pass {
+                    Some(first_pass) => first_pass.redundancy(expected_loss_percent),
+                    None => Redundancy::Adaptive {
+                        expected_loss_percent,
+                    },
                 },
             },
             ..PlanInputs::new(image_size, overrides.data_rate.unwrap_or(class_c.data_rate))
@@ -741,6 +766,84 @@ impl CampaignEngine {
         }
         Ok(actions)
     }
+}
+
+/// The loss a new campaign's first pass is sized for, from what each of `devices`
+/// received in its last multicast campaigns (see [`first_pass_loss`]).
+fn first_pass_from_history(
+    storage: &Storage,
+    devices: &[DevEui],
+    expected: f64,
+) -> Result<FirstPassLoss, CampaignError> {
+    let mut losses = Vec::with_capacity(devices.len());
+    for &dev_eui in devices {
+        let records: Vec<ReceptionRecord> = storage
+            .past_multicast_campaigns_of(dev_eui, HISTORY_CAMPAIGNS)?
+            .iter()
+            .filter_map(|row| {
+                let facts = row.facts;
+                Some(ReceptionRecord {
+                    received: facts.fragments_received?,
+                    offered: facts.fragments_offered?,
+                    complete: facts
+                        .fragments_counted_complete
+                        .unwrap_or(row.missing == Some(0)),
+                })
+            })
+            .collect();
+        losses.push(loss_from_history(&records));
+    }
+    Ok(first_pass_loss(&losses, expected))
+}
+
+/// The `campaign_redundancy` event of a new campaign: how its first pass was sized.
+fn first_pass_event(
+    id: CampaignId,
+    parameters: &CampaignParameters,
+    overrides: super::model::ParameterOverrides,
+    first_pass: Option<FirstPassLoss>,
+) -> serde_json::Value {
+    let percent = |loss: f64| (loss * 1000.0).round() / 10.0;
+    let mut figures = serde_json::json!({
+        "fragments": parameters.fragments,
+        "coded_fragments": parameters.first_pass_coded,
+        "expected_loss_percent": parameters.expected_loss_percent,
+    });
+    if let Some(object) = figures.as_object_mut() {
+        match (overrides.fixed_redundancy_percent, first_pass) {
+            (None, Some(first_pass)) => {
+                object.insert("policy".into(), "adaptive".into());
+                let (from, z) = if first_pass.measured {
+                    ("measured", FIRST_PASS_HISTORY_Z)
+                } else {
+                    ("expected", 0.0)
+                };
+                object.insert("sized_from".into(), from.into());
+                object.insert(
+                    "sized_for_loss_percent".into(),
+                    percent(first_pass.loss).into(),
+                );
+                object.insert("confidence_z".into(), z.into());
+                object.insert(
+                    "devices_measured".into(),
+                    first_pass.devices_measured.into(),
+                );
+                object.insert(
+                    "devices_without_history".into(),
+                    first_pass.devices_expected.into(),
+                );
+                object.insert(
+                    "worst_measured_loss_percent".into(),
+                    first_pass.worst_measured.map(percent).into(),
+                );
+            }
+            (fixed, _) => {
+                object.insert("policy".into(), "fixed".into());
+                object.insert("fixed_percent".into(), fixed.into());
+            }
+        }
+    }
+    serde_json::json!({ "campaign": id, "first_pass": figures })
 }
 
 /// The devices a campaign is for, from the registry.

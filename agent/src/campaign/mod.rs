@@ -26,8 +26,9 @@ pub use model::{
     CampaignState, Delivery, DeliveryChoice, DeviceStatus, DeviceStep, ParameterOverrides, Targets,
 };
 pub use plan::{
-    base_repair_margin, frames_to_deliver, measured_loss, plan, repair_margin, repair_round_size,
-    CampaignPlan, PlanError, PlanInputs, Redundancy, RepairNeed,
+    base_repair_margin, first_pass_loss, frames_to_deliver, loss_from_history, measured_loss, plan,
+    repair_margin, repair_round_size, CampaignPlan, FirstPassLoss, PlanError, PlanInputs,
+    ReceptionRecord, Redundancy, RepairNeed,
 };
 
 use crate::firmware::cache::CacheError;

@@ -642,6 +642,10 @@ pub struct DeviceFacts {
     pub fragments_received: Option<u32>,
     /// DataFragment frames on the air since its first session, as of that answer.
     pub fragments_offered: Option<u32>,
+    /// That answer said the block was complete: the device stopped counting when it
+    /// decoded, so the count understates its reception (`None`: recorded before this
+    /// was kept; the row's missing count tells).
+    pub fragments_counted_complete: Option<bool>,
     /// Unicast delivery: next fragment number to send.
     pub unicast_next_fragment: Option<u16>,
     /// Unicast delivery: last fragment number of the current round.

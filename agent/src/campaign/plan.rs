@@ -24,6 +24,18 @@
 //! still lacks and the loss its received count shows ([`measured_loss`]). Undersizing
 //! the first pass costs a status round; oversizing it costs airtime nobody needed.
 //!
+//! When the target devices took part in earlier campaigns, the adaptive first pass is
+//! sized from what they received there instead ([`loss_from_history`],
+//! [`first_pass_loss`]): the loss of the device at the
+//! [`FIRST_PASS_QUANTILE_PERCENT`] of the targets (devices without enough history count at the
+//! expected loss), and enough frames for it to receive M plus the margin with
+//! [`FIRST_PASS_HISTORY_Z`] confidence ([`Redundancy::Measured`]). A device stops
+//! counting once it has decoded its block, so a count taken after that says only that
+//! its loss was at most what the count shows: such counts are left out, and a device
+//! that always decoded in the first pass has no measured loss. History can therefore
+//! raise the first pass for devices that lose more than expected, but not lower it for
+//! devices that lose less.
+//!
 //! The margins come from `cargo run --release -p lorawan-fuota --example
 //! fec_overhead_report`: a device needs on average 0.5 to 2 fragments beyond M to
 //! decode, more than 4 in about 5 % of trials and more than 8 in under 1 %.
@@ -60,6 +72,18 @@ pub const REPAIR_CONFIDENCE_Z: f64 = 1.2816;
 /// Fewer frames than this offered to a device say too little about its loss: the
 /// expected loss is used instead.
 pub const MIN_FRAMES_FOR_MEASURED_LOSS: u32 = 16;
+/// Earlier campaigns of a device whose reception the first pass of a new one looks at
+/// (the most recent first).
+pub const HISTORY_CAMPAIGNS: usize = 3;
+/// The first pass sized from history covers the device at this quantile of the
+/// targets' losses: the worst tenth are left to the repair rounds, so that one device
+/// with an unlucky (or wrongly counted) campaign does not size the pass for everyone.
+pub const FIRST_PASS_QUANTILE_PERCENT: usize = 90;
+/// One-sided normal quantile of a first pass sized from measured loss (90 %): the
+/// device at [`FIRST_PASS_QUANTILE_PERCENT`] receives M plus the margin in 9 cases out of 10.
+/// A repair round costs a status request, a margin of its own and a session's time, so
+/// a first pass that serves nearly every device costs less than one sized for the mean.
+pub const FIRST_PASS_HISTORY_Z: f64 = REPAIR_CONFIDENCE_Z;
 /// Highest loss any sizing assumes (a device losing more is not served by multicast).
 pub const MAX_LOSS: f64 = 0.9;
 /// Guard between consecutive multicast frames on the concentrator (the scheduler's).
@@ -76,6 +100,13 @@ pub enum Redundancy {
     Adaptive {
         /// Expected fragment loss, percent.
         expected_loss_percent: u8,
+    },
+    /// Enough for a device at this loss (per mille, 0..=900), measured in the target
+    /// devices' earlier campaigns ([`first_pass_loss`]), to receive M plus
+    /// [`FIRST_PASS_MARGIN_FRAGMENTS`] with [`FIRST_PASS_HISTORY_Z`] confidence.
+    Measured {
+        /// The loss the pass is sized for, per mille.
+        loss_permille: u16,
     },
     /// A fixed share of `M`, in percent (0..=1000), as simple FUOTA servers do.
     Fixed {
@@ -381,6 +412,16 @@ fn first_pass_coded(fragments: u32, redundancy: Redundancy) -> Result<u32, PlanE
                 f64::from(expected_loss_percent) / 100.0,
             ))
         }
+        Redundancy::Measured { loss_permille } => {
+            if loss_permille > 900 {
+                return Err(PlanError::InvalidRedundancy(format!(
+                    "measured loss {loss_permille} per mille is out of range (0 to 900)"
+                )));
+            }
+            let wanted = fragments.saturating_add(FIRST_PASS_MARGIN_FRAGMENTS);
+            let loss = f64::from(loss_permille) / 1000.0;
+            Ok(frames_to_deliver(wanted, loss, FIRST_PASS_HISTORY_Z).saturating_sub(fragments))
+        }
     }
 }
 
@@ -477,4 +518,104 @@ pub fn repair_round_size(needs: &[RepairNeed], margin: u32) -> u32 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// A device's reception in one earlier campaign, as its last status answer with a
+/// count said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceptionRecord {
+    /// NbFragReceived.
+    pub received: u32,
+    /// DataFragment frames on the air since its first session, as of that answer.
+    pub offered: u32,
+    /// Its block was complete when it counted: devices stop counting once they have
+    /// decoded, so the count understates what the channel delivered.
+    pub complete: bool,
+}
+
+/// A device's loss from its earlier campaigns: the counts taken before its block was
+/// complete, pooled, smoothed as in [`measured_loss`]. `None` when there is no such
+/// count, fewer than [`MIN_FRAMES_FOR_MEASURED_LOSS`] frames were offered in all, or
+/// the device received nothing (it was not listening, which says nothing of its
+/// channel: a silent device is not a device losing everything).
+pub fn loss_from_history(records: &[ReceptionRecord]) -> Option<f64> {
+    let (received, offered) = records
+        .iter()
+        .filter(|record| !record.complete && record.received > 0)
+        .fold((0u32, 0u32), |(received, offered), record| {
+            (
+                received.saturating_add(record.received.min(record.offered)),
+                offered.saturating_add(record.offered),
+            )
+        });
+    measured_loss(Some(received), offered)
+}
+
+/// The loss a new campaign's first pass is sized for, and the figures it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstPassLoss {
+    /// The loss to size for, 0.0 to [`MAX_LOSS`].
+    pub loss: f64,
+    /// It is a device's measured loss (else the expected loss: no device had history,
+    /// or the device at the quantile had none).
+    pub measured: bool,
+    /// Target devices with a measured loss.
+    pub devices_measured: usize,
+    /// Target devices without one (counted at the expected loss).
+    pub devices_expected: usize,
+    /// The highest measured loss.
+    pub worst_measured: Option<f64>,
+}
+
+impl FirstPassLoss {
+    /// How the first pass is sized: [`Redundancy::Measured`] when the loss is a
+    /// measured one, else [`Redundancy::Adaptive`] at `expected_loss_percent`.
+    pub fn redundancy(&self, expected_loss_percent: u8) -> Redundancy {
+        if self.measured {
+            Redundancy::Measured {
+                // In range: clamped to 0.9.
+                loss_permille: (clamp_loss(self.loss) * 1000.0).round() as u16,
+            }
+        } else {
+            Redundancy::Adaptive {
+                expected_loss_percent,
+            }
+        }
+    }
+}
+
+/// The loss the first pass is sized for, from each target device's loss in earlier
+/// campaigns ([`loss_from_history`]; `None`: no usable history, the `expected` loss
+/// stands for it): the loss of the device at [`FIRST_PASS_QUANTILE_PERCENT`] of the targets.
+pub fn first_pass_loss(per_device: &[Option<f64>], expected: f64) -> FirstPassLoss {
+    let expected = clamp_loss(expected);
+    let devices_measured = per_device.iter().filter(|loss| loss.is_some()).count();
+    let worst_measured = per_device
+        .iter()
+        .flatten()
+        .map(|&loss| clamp_loss(loss))
+        .fold(None, |worst: Option<f64>, loss| {
+            Some(worst.map_or(loss, |worst| worst.max(loss)))
+        });
+    let mut losses: Vec<(f64, bool)> = per_device
+        .iter()
+        .map(|loss| match loss {
+            Some(loss) => (clamp_loss(*loss), true),
+            None => (expected, false),
+        })
+        .collect();
+    losses.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // Nearest rank: the loss that FIRST_PASS_QUANTILE_PERCENT of them do not exceed.
+    let rank = (losses.len() * FIRST_PASS_QUANTILE_PERCENT).div_ceil(100);
+    let (loss, measured) = match rank.checked_sub(1).and_then(|index| losses.get(index)) {
+        Some(&chosen) if devices_measured > 0 => chosen,
+        _ => (expected, false),
+    };
+    FirstPassLoss {
+        loss,
+        measured,
+        devices_measured,
+        devices_expected: per_device.len() - devices_measured,
+        worst_measured,
+    }
 }

@@ -455,6 +455,42 @@ impl Storage {
         Ok(devices)
     }
 
+    /// The device's rows in its last `limit` multicast campaigns that are over
+    /// (finished or cancelled), the most recent first: what it received there.
+    pub fn past_multicast_campaigns_of(
+        &self,
+        dev_eui: DevEui,
+        limit: usize,
+    ) -> Result<Vec<CampaignDevice>, StorageError> {
+        let columns = DEVICE_COLUMNS
+            .split(", ")
+            .map(|column| format!("d.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut statement = self
+            .connection()
+            .prepare(&format!(
+                "SELECT {columns} FROM campaign_devices d JOIN campaigns c ON c.id = d.campaign_id \
+                 WHERE d.dev_eui = ?1 AND c.state IN ('finished', 'cancelled') \
+                 AND c.delivery = 'multicast' ORDER BY c.id DESC LIMIT ?2"
+            ))
+            .map_err(StorageError::sql("preparing the device's campaign history"))?;
+        let mut rows = statement
+            .query(params![
+                dev_eui.to_string(),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ])
+            .map_err(StorageError::sql("querying the device's campaign history"))?;
+        let mut devices = Vec::new();
+        while let Some(row) = rows
+            .next()
+            .map_err(StorageError::sql("reading the device's campaign history"))?
+        {
+            devices.push(campaign_device_from_row(row)?);
+        }
+        Ok(devices)
+    }
+
     /// The campaigns a device belongs to that are still active (created, running or
     /// paused).
     pub fn active_campaigns_of(&self, dev_eui: DevEui) -> Result<Vec<CampaignId>, StorageError> {
