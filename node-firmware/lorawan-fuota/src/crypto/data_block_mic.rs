@@ -14,7 +14,8 @@
 use core::fmt;
 
 use aes::Aes128;
-use cmac::{Cmac, KeyInit, Mac};
+use aes::cipher::KeyInit;
+use cmac::{Cmac, Mac};
 
 use super::keys::{aes128_encrypt, Key128};
 

@@ -7,7 +7,8 @@
 
 use core::fmt;
 
-use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::cipher::generic_array::GenericArray;
+use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use aes::Aes128;
 
 /// A 128-bit AES key (AppKey, GenAppKey, McRootKey, McKEKey, McKey, session keys, ...).
@@ -29,7 +30,7 @@ impl Key128 {
 
     /// A key-schedule instance of AES-128 for this key.
     pub(crate) fn cipher(&self) -> Aes128 {
-        Aes128::new(&Array::from(self.0))
+        Aes128::new(&GenericArray::from(self.0))
     }
 }
 
@@ -59,7 +60,7 @@ impl fmt::Debug for Key128 {
 
 /// `aes128_encrypt(K, B)`: AES-128 encryption (ECB, one block) of `block` under `key`.
 pub fn aes128_encrypt(key: &Key128, block: [u8; 16]) -> [u8; 16] {
-    let mut block = Array::from(block);
+    let mut block = GenericArray::from(block);
     key.cipher().encrypt_block(&mut block);
     block.into()
 }
@@ -68,7 +69,7 @@ pub fn aes128_encrypt(key: &Key128, block: [u8; 16]) -> [u8; 16] {
 ///
 /// Only the server side of TS005 needs this (to produce `McKey_encrypted`).
 pub fn aes128_decrypt(key: &Key128, block: [u8; 16]) -> [u8; 16] {
-    let mut block = Array::from(block);
+    let mut block = GenericArray::from(block);
     key.cipher().decrypt_block(&mut block);
     block.into()
 }
