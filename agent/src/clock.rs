@@ -387,6 +387,19 @@ impl VirtualClock {
         state.system_offset_micros = state.system_offset_micros.saturating_add(delta_micros);
     }
 
+    /// What a new process of the agent sees (the agent restarted): its wall clock starts
+    /// from the system's now, with every step so far, noticed or not. Monotonic time
+    /// goes on (the machine did not reboot).
+    pub fn restart_process(&self) {
+        let now = self.now();
+        let mut state = lock(&self.state);
+        let wall = self.system_wall(&state, now);
+        state.anchor = Anchor {
+            monotonic: now,
+            wall,
+        };
+    }
+
     /// The tokio instant of a monotonic time.
     pub fn instant_at(&self, time: MonotonicTime) -> tokio::time::Instant {
         self.origin + Duration::from_micros(time.as_micros())

@@ -146,6 +146,15 @@ struct SimulateArgs {
     /// gateway talking to it over a real socket (slower; proves the UDP path).
     #[arg(long)]
     udp: bool,
+    /// Run this many campaigns on the same nodes first, each to a newer version; the
+    /// report is of the campaign after them, which plans its first pass with the loss
+    /// the nodes showed in them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    previous_campaigns: u32,
+    /// Kill the agent (no clean shutdown) AT_S seconds into the run and start it again
+    /// over the same database; may be repeated or comma-separated.
+    #[arg(long, value_name = "AT_S", value_delimiter = ',')]
+    restart_at: Vec<u64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -320,6 +329,8 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         heartbeat_s: args.heartbeat_s,
         udp: args.udp,
         burst_length: args.burst_length,
+        previous_campaigns: args.previous_campaigns,
+        agent_restarts: args.restart_at.clone(),
         ..SimulationConfig::default()
     };
     match simulator::simulate(&config, &mut |_| {}) {
@@ -425,6 +436,18 @@ fn print_report(report: &SimulationReport) {
             "NOT finished within the time limit"
         }
     );
+    for (n, earlier) in report.previous_campaigns.iter().enumerate() {
+        println!(
+            "earlier campaign {}:  {} multicast frames (first pass {} + {} coded, {} repair \
+             round(s)), {} Successful",
+            n + 1,
+            earlier.multicast_frames,
+            report.fragments,
+            earlier.first_pass_coded,
+            earlier.repair_rounds,
+            earlier.successful
+        );
+    }
     println!("duration (virtual):  {}", hours(report.duration_s));
     println!(
         "image:               {} fragments of {} bytes, multicast at DR{}",
@@ -466,6 +489,12 @@ fn print_report(report: &SimulationReport) {
                 .unwrap_or_default()
         );
     }
+    if report.agent_restarts > 0 || report.clock_steps > 0 {
+        println!(
+            "agent restarts:      {}; clock steps noticed: {}; FCnts reused: {}",
+            report.agent_restarts, report.clock_steps, report.reused_fcnts
+        );
+    }
     println!(
         "nodes confirmed on the new version: {}/{}",
         report.nodes_confirmed, report.nodes
@@ -493,6 +522,14 @@ fn report_json(report: &SimulationReport) -> serde_json::Value {
         "first_pass_coded": report.first_pass_coded,
         "repair_rounds": report.repair_rounds,
         "sessions": report.sessions,
+        "previous_campaigns": report.previous_campaigns.iter().map(|earlier| serde_json::json!({
+            "multicast_frames": earlier.multicast_frames,
+            "first_pass_coded": earlier.first_pass_coded,
+            "repair_rounds": earlier.repair_rounds,
+            "successful": earlier.successful,
+        })).collect::<Vec<_>>(),
+        "agent_restarts": report.agent_restarts,
+        "reused_fcnts": report.reused_fcnts,
     })
 }
 

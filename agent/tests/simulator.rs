@@ -145,6 +145,107 @@ fn a_clock_step_mid_campaign_does_not_move_the_sessions() {
 }
 
 #[test]
+fn an_agent_restarted_after_a_clock_step_keeps_the_sessions_the_devices_wait_for() {
+    // NTP steps the gateway's clock by ten minutes, forwards or backwards, and the agent
+    // is killed and started again before its campaign is over: the new process reads
+    // the stepped clock, but the campaign goes on on the timeline the devices were
+    // synchronised to and given their Class C sessions on. In this run the devices get
+    // their first session's time at about 210 s; it starts at about 1090 s, its frames
+    // go until about 1115 s, and the repair round's session is set at about 1290 s for
+    // about 2075 s. The agent restarts while the devices wait for a session, and in the
+    // middle of the broadcast.
+    let mut config = small(6, vec![5], 21);
+    config.data_rate = Some(3);
+    let undisturbed = simulate(&config, &mut |_| {}).unwrap();
+    assert_eq!(undisturbed.reused_fcnts, 0);
+    for (step, restarts) in [
+        ((300, 600), vec![420]),
+        ((300, -600), vec![420, 1_100]),
+        ((600, 600), vec![900, 1_100, 1_500]),
+        ((600, -600), vec![900, 1_500]),
+    ] {
+        // The same restarts without the step: a restart in the broadcast loses the
+        // frames in flight and may cost a session of its own.
+        config.clock_step = None;
+        config.agent_restarts = restarts.clone();
+        let restarted = simulate(&config, &mut |_| {}).unwrap();
+        config.clock_step = Some(step);
+        let report = simulate(&config, &mut |_| {}).unwrap();
+        let case = format!("step {step:?}, restarts at {restarts:?}");
+        assert_eq!(report.agent_restarts, restarts.len() as u32, "{case}");
+        assert_eq!(report.clock_steps, 1, "{case}: the step was noticed");
+        assert!(report.finished, "{case}: {report:?}");
+        assert_eq!(
+            report.results.get(&DeviceStatus::Successful),
+            Some(&6),
+            "{case}: {:?}",
+            report.unsuccessful
+        );
+        assert_eq!(report.nodes_confirmed, 6, "{case}");
+        assert_eq!(report.reused_fcnts, 0, "{case}");
+        // The devices heard the sessions they were given: no session more than the
+        // same restarts needed without the step (and restarts while the devices wait
+        // cost none).
+        assert_eq!(
+            (report.sessions, report.repair_rounds),
+            (restarted.sessions, restarted.repair_rounds),
+            "{case}"
+        );
+        if !restarts.contains(&1_100) {
+            assert_eq!(report.sessions, undisturbed.sessions, "{case}");
+        }
+    }
+}
+
+#[test]
+fn a_second_campaign_sizes_its_first_pass_from_the_loss_the_devices_showed() {
+    // The same devices, a second campaign: at 20 % loss (more than the 10 % expected)
+    // the first one measured it and the second one's first pass is longer than the
+    // plan without history; at 0 % nothing was measured and the plan is the same.
+    let mut lossy = small(8, vec![20], 5);
+    lossy.data_rate = Some(5);
+    let first = simulate(&lossy, &mut |_| {}).unwrap();
+    assert!(first.previous_campaigns.is_empty());
+    assert!(first.repair_rounds >= 1, "{first:?}");
+    lossy.previous_campaigns = 1;
+    let second = simulate(&lossy, &mut |_| {}).unwrap();
+    let [earlier] = second.previous_campaigns.as_slice() else {
+        panic!("one earlier campaign: {:?}", second.previous_campaigns);
+    };
+    assert_eq!(earlier.successful, 8);
+    assert_eq!(earlier.first_pass_coded, first.first_pass_coded);
+    assert_eq!(second.fragments, first.fragments);
+    assert!(
+        second.first_pass_coded > first.first_pass_coded,
+        "sized from the history: {} coded, without: {}",
+        second.first_pass_coded,
+        first.first_pass_coded
+    );
+    assert!(second.finished, "{second:?}");
+    assert_eq!(
+        second.results.get(&DeviceStatus::Successful),
+        Some(&8),
+        "{:?}",
+        second.unsuccessful
+    );
+    assert_eq!(second.nodes_confirmed, 8);
+    assert_eq!(second.reused_fcnts, 0);
+
+    let mut clean = small(8, vec![0], 5);
+    clean.data_rate = Some(5);
+    let without = simulate(&clean, &mut |_| {}).unwrap();
+    clean.previous_campaigns = 1;
+    let with = simulate(&clean, &mut |_| {}).unwrap();
+    assert_eq!(with.first_pass_coded, without.first_pass_coded);
+    assert_eq!(
+        with.results.get(&DeviceStatus::Successful),
+        Some(&8),
+        "{:?}",
+        with.unsuccessful
+    );
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let config = small(4, vec![5, 20], 11);
     let first = simulate(&config, &mut |_| {}).unwrap();

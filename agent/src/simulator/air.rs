@@ -177,6 +177,19 @@ pub struct AirSide {
     pub downlinks: SimDownlinks,
 }
 
+impl AirSide {
+    /// The service side of the same gateway for an agent started again: uplinks go to
+    /// it from now on (the old service's queue is gone with it).
+    pub fn reconnect(&mut self) -> SimTransport {
+        let (to_service, events) = mpsc::unbounded_channel();
+        self.to_service = to_service;
+        SimTransport {
+            events,
+            downlinks: self.downlinks.clone(),
+        }
+    }
+}
+
 /// A simulated packet forwarder on `clock`, for `region`.
 pub fn packet_forwarder(clock: VirtualClock, region: Region) -> (SimTransport, AirSide) {
     let (to_service, events) = mpsc::unbounded_channel();

@@ -7,6 +7,9 @@
 //! [`simulate`] builds everything in a temporary directory (database, image cache, a
 //! signing key derived from the seed, a factory image and the target image), registers
 //! the nodes with ABP sessions, runs one campaign to its end and reports what it cost.
+//! On request it runs earlier campaigns on the same nodes first (the reported one then
+//! plans with the history they left), and kills and restarts the agent at given times
+//! (a new process over the same database, whose wall clock is the system's).
 //!
 //! Debugging a run: `FUOTA_SIM_TRACE=<DevEUI>` prints that node's uplinks and downlinks,
 //! `FUOTA_SIM_TRACE_AIR=1` every transmission, `RUST_LOG=debug` the agent's decisions.
@@ -14,7 +17,10 @@
 pub mod air;
 pub mod node;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +41,9 @@ use crate::lorawan::scheduler::SchedulerConfig;
 use crate::network_server::NetworkServerSettings;
 use crate::packet_forwarder::{GatewayEvent, Uplink};
 use crate::service::campaigns::CampaignRequest;
-use crate::service::{Service, ServiceNotification, ServiceSettings};
+use crate::service::{
+    Service, ServiceCommand, ServiceError, ServiceHandle, ServiceNotification, ServiceSettings,
+};
 use crate::storage::{Device, DeviceSession, MacVersion, Storage};
 use lorawan_fuota::image::ImageVersion;
 use node::{NodeIdentity, SimNode};
@@ -103,6 +111,14 @@ pub struct SimulationConfig {
     /// processor, instead of directly. `{image_sha256}` in it stands for the simulated
     /// image's SHA-256 (which the backend knows from announcing the image).
     pub campaign_command: Option<String>,
+    /// Campaigns run on the same nodes before the reported one, each to a newer version
+    /// (the first one through `campaign_command` when given): the reported campaign
+    /// plans with the history they left, as a gateway's next campaign does.
+    pub previous_campaigns: u32,
+    /// Seconds into the run at which the agent is killed (no clean shutdown: the network
+    /// server's queues are lost) and started again over the same database, as a new
+    /// process whose wall clock is the system's.
+    pub agent_restarts: Vec<u64>,
 }
 
 impl Default for SimulationConfig {
@@ -121,6 +137,8 @@ impl Default for SimulationConfig {
             burst_length: None,
             udp: false,
             campaign_command: None,
+            previous_campaigns: 0,
+            agent_restarts: Vec::new(),
         }
     }
 }
@@ -170,6 +188,26 @@ pub struct SimulationReport {
     pub unsuccessful: Vec<UnsuccessfulDevice>,
     /// Steps of the system clock the agent noticed and recorded.
     pub clock_steps: usize,
+    /// The campaigns run before the reported one (`previous_campaigns`).
+    pub previous_campaigns: Vec<EarlierCampaign>,
+    /// Times the agent was killed and started again.
+    pub agent_restarts: u32,
+    /// Data downlinks that went on the air with a DevAddr and FCnt already used
+    /// (unicast or multicast, the whole run): always 0.
+    pub reused_fcnts: u64,
+}
+
+/// What a campaign before the reported one cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierCampaign {
+    /// Multicast frames transmitted.
+    pub multicast_frames: u64,
+    /// Coded fragments of its first pass.
+    pub first_pass_coded: u16,
+    /// Repair rounds after the first pass.
+    pub repair_rounds: u32,
+    /// Devices that ended Successful.
+    pub successful: usize,
 }
 
 /// A device that did not end Successful, and why.
@@ -246,6 +284,17 @@ pub fn simulate(
     {
         return Err(SimulationError::Invalid(
             "--burst-length: 1 to 1000 frames".into(),
+        ));
+    }
+    if config.previous_campaigns > 20 {
+        return Err(SimulationError::Invalid(format!(
+            "--previous-campaigns {} (0 to 20)",
+            config.previous_campaigns
+        )));
+    }
+    if config.udp && !config.agent_restarts.is_empty() {
+        return Err(SimulationError::Invalid(
+            "--restart-at runs on the in-memory link only (not with --udp)".into(),
         ));
     }
     if config.image_size == 0 || config.image_size > 90 * 1024 {
@@ -357,14 +406,117 @@ struct SimDevice {
     uplinks: u64,
 }
 
+/// The agent's loop, running.
+type AgentLoop = Pin<Box<dyn Future<Output = Result<Storage, ServiceError>>>>;
+
+/// What the simulation needs to start (or start again) the agent.
+struct AgentSetup<'a> {
+    config: &'a SimulationConfig,
+    database: &'a Path,
+    images: &'a Path,
+    trust: &'a TrustStore,
+    clock: &'a VirtualClock,
+}
+
+impl AgentSetup<'_> {
+    /// A new agent process over the database: the service with its campaign engine,
+    /// not running yet.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        transport: air::SimulatedLink,
+    ) -> Result<
+        (
+            Service<air::SimulatedLink>,
+            ServiceHandle,
+            tokio::sync::mpsc::Receiver<ServiceNotification>,
+        ),
+        SimulationError,
+    > {
+        let region = || Region::new(self.config.region, RegionOptions::default());
+        let storage = Storage::open(self.database).map_err(setup("database"))?;
+        let cache =
+            FirmwareCache::open(self.images, self.trust.clone()).map_err(setup("image cache"))?;
+        let engine =
+            CampaignEngine::load(&storage, region(), cache).map_err(setup("campaign engine"))?;
+        let settings = ServiceSettings {
+            region: region(),
+            // EU868 nodes are provisioned with RX2 at SF9 (DR3) on 869.525 MHz, as large
+            // networks do: at the default SF12, every RX2 answer holds the transmitter for
+            // 1.3 s and blocks the next node's RX1, and a busy cell never gets out of RX2.
+            // Elsewhere the region's RX2 (US915: SF12 at 500 kHz, already short).
+            network_server: NetworkServerSettings {
+                rx2: (self.config.region == RegionName::Eu868).then_some(RxWindow {
+                    frequency_hz: 869_525_000,
+                    data_rate: SIMULATED_RX2_DATA_RATE,
+                }),
+                ..NetworkServerSettings::default()
+            },
+            scheduler: SchedulerConfig::default(),
+            duty_cycle: DutyCycleConfig::default(),
+            tx_power_dbm: None,
+        };
+        let (service, handle, notifications) =
+            Service::new(settings, storage, transport, Arc::new(self.clock.clone()))
+                .map_err(setup("service"))?;
+        Ok((service.with_campaigns(engine), handle, notifications))
+    }
+}
+
+/// Why the agent's loop ended.
+fn loop_ended(outcome: Result<Storage, ServiceError>) -> SimulationError {
+    SimulationError::Agent(match outcome {
+        Ok(_) => "the service loop ended".into(),
+        Err(error) => error.to_string(),
+    })
+}
+
+/// Asks the running agent for a campaign operation, as the local API does.
+async fn ask_campaign(
+    service_run: &mut AgentLoop,
+    handle: &ServiceHandle,
+    request: CampaignRequest,
+) -> Result<crate::campaign::CampaignId, SimulationError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let ask = async {
+        if !handle
+            .send(ServiceCommand::Campaign { request, reply })
+            .await
+        {
+            return Err(SimulationError::Agent("the agent took no command".into()));
+        }
+        answer
+            .await
+            .map_err(|_| SimulationError::Agent("the agent did not answer".into()))?
+            .map_err(|error| SimulationError::Invalid(error.to_string()))
+    };
+    tokio::select! {
+        outcome = service_run => Err(loop_ended(outcome)),
+        answer = ask => answer,
+    }
+}
+
+/// The DevAddr and FCnt (16 bits) of a data downlink.
+fn downlink_fcnt(phy_payload: &[u8]) -> Option<(u32, u16)> {
+    // MType 3 (unconfirmed data down) or 5 (confirmed data down).
+    let mtype = phy_payload.first()? >> 5;
+    if mtype != 3 && mtype != 5 {
+        return None;
+    }
+    let address = u32::from_le_bytes(phy_payload.get(1..5)?.try_into().ok()?);
+    let fcnt = u16::from_le_bytes(phy_payload.get(6..8)?.try_into().ok()?);
+    Some((address, fcnt))
+}
+
 async fn run(
     config: &SimulationConfig,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SimulationReport, SimulationError> {
     let mut rng = Rng(config.seed);
     let directory = tempfile::tempdir().map_err(setup("temporary directory"))?;
-    let mut storage =
-        Storage::open(&directory.path().join("agent.db")).map_err(setup("database"))?;
+    let database = directory.path().join("agent.db");
+    let images = directory.path().join("images");
+    let mut storage = Storage::open(&database).map_err(setup("database"))?;
     let start = WallTime::from_unix_seconds(START_UNIX_S);
 
     // The signing key, from the seed; the trust store of the agent and the nodes.
@@ -383,16 +535,29 @@ async fn run(
         signer.sign_image(body, &spec).map_err(setup("signing"))
     };
     let factory = sign(ImageVersion::new(1, 0, 0, 0), &rng.bytes(4 * 1024))?;
-    let target = sign(ImageVersion::new(1, 1, 0, 0), &rng.bytes(config.image_size))?;
-    let cache = FirmwareCache::open(&directory.path().join("images"), trust)
-        .map_err(setup("image cache"))?;
-    let image_sha256 = cache
-        .import_mcuboot(&mut storage, &target, "app-1.1.0.bin", start)
-        .map_err(setup("importing the image"))?
-        .record()
-        .sha256
-        .clone();
-
+    let cache = FirmwareCache::open(&images, trust.clone()).map_err(setup("image cache"))?;
+    // One image per campaign: 1.1.0, then 1.2.0, ... (the last one is reported).
+    let mut image_sha256s = Vec::new();
+    for campaign in 0..=config.previous_campaigns {
+        let minor = u8::try_from(campaign + 1).unwrap_or(u8::MAX);
+        let target = sign(
+            ImageVersion::new(1, minor, 0, 0),
+            &rng.bytes(config.image_size),
+        )?;
+        let sha256 = cache
+            .import_mcuboot(
+                &mut storage,
+                &target,
+                &format!("app-1.{minor}.0.bin"),
+                start,
+            )
+            .map_err(setup("importing the image"))?
+            .record()
+            .sha256
+            .clone();
+        image_sha256s.push(sha256);
+    }
+    drop(cache);
     // The nodes, registered with ABP sessions.
     let mut devices = Vec::with_capacity(config.devices);
     for n in 0..config.devices {
@@ -452,12 +617,8 @@ async fn run(
         });
     }
 
-    let engine = CampaignEngine::load(
-        &storage,
-        Region::new(config.region, RegionOptions::default()),
-        cache,
-    )
-    .map_err(setup("campaign engine"))?;
+    drop(storage);
+
     let clock = VirtualClock::new(start);
     let (memory_link, mut air) = air::packet_forwarder(
         clock.clone(),
@@ -488,37 +649,23 @@ async fn run(
     } else {
         air::SimulatedLink::Memory(memory_link)
     };
-    let settings = ServiceSettings {
-        region: Region::new(config.region, RegionOptions::default()),
-        // EU868 nodes are provisioned with RX2 at SF9 (DR3) on 869.525 MHz, as large
-        // networks do: at the default SF12, every RX2 answer holds the transmitter for
-        // 1.3 s and blocks the next node's RX1, and a busy cell never gets out of RX2.
-        // Elsewhere the region's RX2 (US915: SF12 at 500 kHz, already short).
-        network_server: NetworkServerSettings {
-            rx2: (config.region == RegionName::Eu868).then_some(RxWindow {
-                frequency_hz: 869_525_000,
-                data_rate: SIMULATED_RX2_DATA_RATE,
-            }),
-            ..NetworkServerSettings::default()
-        },
-        scheduler: SchedulerConfig::default(),
-        duty_cycle: DutyCycleConfig::default(),
-        tx_power_dbm: None,
+    let agent = AgentSetup {
+        config,
+        database: &database,
+        images: &images,
+        trust: &trust,
+        clock: &clock,
     };
-    let (service, handle, mut notifications) =
-        Service::new(settings, storage, transport, Arc::new(clock.clone()))
-            .map_err(setup("service"))?;
-    let mut service = service.with_campaigns(engine);
-    let database = directory.path().join("agent.db");
+    let (mut service, mut handle, mut notifications) = agent.start(transport)?;
     let reader = Storage::open_reader(&database).map_err(setup("database reader"))?;
     let overrides = ParameterOverrides {
         data_rate: config.data_rate,
         fixed_redundancy_percent: config.fixed_redundancy_percent,
         ..ParameterOverrides::default()
     };
-    let spec = CampaignSpec {
+    let spec = |campaign: usize| CampaignSpec {
         name: "simulation".into(),
-        image_sha256: image_sha256.clone(),
+        image_sha256: image_sha256s[campaign].clone(),
         targets: Targets::HardwareVersion {
             hardware_version: HARDWARE_NAME.into(),
         },
@@ -528,7 +675,7 @@ async fn run(
     let created = match &config.campaign_command {
         None => {
             let id = service
-                .campaign_request(CampaignRequest::Create(Box::new(spec)))
+                .campaign_request(CampaignRequest::Create(Box::new(spec(0))))
                 .map_err(|error| SimulationError::Invalid(error.to_string()))?;
             service
                 .campaign_request(CampaignRequest::Start(id))
@@ -537,13 +684,12 @@ async fn run(
         }
         Some(_) => None,
     };
-    let service_run = service.run(std::future::pending());
-    tokio::pin!(service_run);
-    let id = match (&config.campaign_command, created) {
+    let mut service_run: AgentLoop = Box::pin(service.run(std::future::pending()));
+    let mut id = match (&config.campaign_command, created) {
         (None, Some(id)) => id,
         (None, None) => return Err(SimulationError::Agent("no campaign was created".into())),
         (Some(template), _) => {
-            let command = template.replace("{image_sha256}", &image_sha256);
+            let command = template.replace("{image_sha256}", &image_sha256s[0]);
             let processor = crate::upstream::commands::CommandProcessor::new(
                 handle.clone(),
                 Storage::open_reader(&database).map_err(setup("database reader"))?,
@@ -551,12 +697,7 @@ async fn run(
             let mut outbox =
                 crate::storage::outbox::Outbox::open(&database).map_err(setup("outbox"))?;
             let response = tokio::select! {
-                outcome = &mut service_run => {
-                    return Err(SimulationError::Agent(match outcome {
-                        Ok(_) => "the service loop ended".into(),
-                        Err(error) => error.to_string(),
-                    }));
-                }
+                outcome = &mut service_run => return Err(loop_ended(outcome)),
                 response = processor.process(&mut outbox, "create_campaign", command.as_bytes(), start) => {
                     response.map_err(setup("recording the command's answer"))?
                 }
@@ -572,12 +713,13 @@ async fn run(
             }
         }
     };
-    let campaign = reader
-        .campaign(id)
-        .map_err(|error| SimulationError::Agent(error.to_string()))?
-        .ok_or_else(|| SimulationError::Agent(format!("campaign {id} is not in the database")))?;
-    let parameters = campaign.parameters;
-    let target_version = campaign.target_version;
+    let campaign_of = |id| {
+        reader
+            .campaign(id)
+            .map_err(|error| SimulationError::Agent(error.to_string()))?
+            .ok_or_else(|| SimulationError::Agent(format!("campaign {id} is not in the database")))
+    };
+    let mut target_version = campaign_of(id)?.target_version;
 
     let channels_hz = uplink_channels(&Region::new(config.region, RegionOptions::default()));
     if channels_hz.is_empty() {
@@ -586,7 +728,7 @@ async fn run(
             config.region.as_str()
         )));
     }
-    let started = tokio::time::Instant::now();
+    let mut started = tokio::time::Instant::now();
     let limit = Duration::from_secs(config.time_limit_s);
     let gateway = GatewayEui::from(GATEWAY);
     let mut results = None;
@@ -596,6 +738,13 @@ async fn run(
     let mut next_slot = started;
     let mut slot: u64 = 0;
     let mut last_progress_s = 0;
+    let mut earlier = Vec::new();
+    let mut campaign_index = 0usize;
+    let mut counters_at_start = air.downlinks.counters();
+    let mut uplinks_at_start = 0u64;
+    let mut agent_restarts = 0u32;
+    let mut downlink_fcnts = HashSet::new();
+    let mut reused_fcnts = 0u64;
 
     loop {
         let next_delivery = on_air
@@ -603,24 +752,48 @@ async fn run(
             .map(|t| clock.instant_at(crate::lorawan::time::MonotonicTime::from_micros(t.end_us)))
             .min();
         let wake = next_delivery.map_or(next_slot, |at| at.min(next_slot));
+        let mut finished = None;
         tokio::select! {
             biased;
-            outcome = &mut service_run => {
-                return Err(SimulationError::Agent(match outcome {
-                    Ok(_) => "the service loop ended".into(),
-                    Err(error) => error.to_string(),
-                }));
-            }
+            outcome = &mut service_run => return Err(loop_ended(outcome)),
             Some(notification) = notifications.recv() => {
                 if let ServiceNotification::CampaignFinished { campaign_id, results: r } = notification {
                     if campaign_id == id {
-                        results = Some(r);
-                        break;
+                        finished = Some(r);
                     }
                 }
             }
             Some(transmission) = air.on_air.recv() => on_air.push(transmission),
             () = tokio::time::sleep_until(wake) => {}
+        }
+        if let Some(r) = finished {
+            if campaign_index == config.previous_campaigns as usize {
+                results = Some(r);
+                break;
+            }
+            // An earlier campaign is over: the next one, on the same nodes.
+            let done = campaign_of(id)?;
+            earlier.push(EarlierCampaign {
+                multicast_frames,
+                first_pass_coded: done.parameters.first_pass_coded,
+                repair_rounds: done.progress.repair_rounds,
+                successful: r.get(&DeviceStatus::Successful).copied().unwrap_or(0),
+            });
+            campaign_index += 1;
+            id = ask_campaign(
+                &mut service_run,
+                &handle,
+                CampaignRequest::Create(Box::new(spec(campaign_index))),
+            )
+            .await?;
+            ask_campaign(&mut service_run, &handle, CampaignRequest::Start(id)).await?;
+            target_version = campaign_of(id)?.target_version;
+            started = tokio::time::Instant::now();
+            multicast_frames = 0;
+            multicast_airtime_us = 0;
+            counters_at_start = air.downlinks.counters();
+            uplinks_at_start = devices.iter().map(|d| d.uplinks).sum();
+            continue;
         }
         let now_us = clock.now().as_micros();
         let now_ms = now_us / 1_000;
@@ -632,6 +805,11 @@ async fn run(
                 continue;
             }
             let frame = on_air.swap_remove(index);
+            if let Some(key) = downlink_fcnt(&frame.phy_payload) {
+                if !downlink_fcnts.insert(key) {
+                    reused_fcnts += 1;
+                }
+            }
             let multicast = deliver(&frame, &mut devices, &mut rng, now_ms);
             if multicast {
                 multicast_frames += 1;
@@ -659,6 +837,20 @@ async fn run(
                     clock.step_system_wall(delta_s.saturating_mul(1_000_000));
                 }
             }
+            if phase == 0 && config.agent_restarts.contains(&elapsed_s) {
+                // Killed: the loop and everything it held in memory are gone.
+                drop(std::mem::replace(
+                    &mut service_run,
+                    Box::pin(std::future::pending()),
+                ));
+                clock.restart_process();
+                let (service, new_handle, new_notifications) =
+                    agent.start(air::SimulatedLink::Memory(air.reconnect()))?;
+                service_run = Box::pin(service.run(std::future::pending()));
+                handle = new_handle;
+                notifications = new_notifications;
+                agent_restarts += 1;
+            }
             if phase == 0 && elapsed_s >= last_progress_s + 60 {
                 last_progress_s = elapsed_s;
                 progress(&progress_of(&devices, elapsed_s, target_version));
@@ -670,8 +862,9 @@ async fn run(
     }
     let duration_s = started.elapsed().as_secs_f64();
     // The service holds the database; a second connection reads the results (WAL).
-    let reader =
-        Storage::open(&directory.path().join("agent.db")).map_err(setup("reading results"))?;
+    let reader = Storage::open(&database).map_err(setup("reading results"))?;
+    let campaign = campaign_of(id)?;
+    let parameters = campaign.parameters;
     let rows = reader
         .campaign_devices(id)
         .map_err(|error| SimulationError::Agent(error.to_string()))?;
@@ -682,11 +875,7 @@ async fn run(
         )
         .map_err(|error| SimulationError::Agent(error.to_string()))?
         .len();
-    let progress = reader
-        .campaign(id)
-        .map_err(|error| SimulationError::Agent(error.to_string()))?
-        .map(|campaign| campaign.progress)
-        .unwrap_or_default();
+    let progress = campaign.progress;
     let unsuccessful = rows
         .iter()
         .filter(|row| row.status != DeviceStatus::Successful)
@@ -730,10 +919,10 @@ async fn run(
         results: results.unwrap_or_default(),
         nodes_confirmed,
         nodes: devices.len(),
-        downlinks: counters.transmissions,
+        downlinks: counters.transmissions - counters_at_start.transmissions,
         multicast_frames,
         multicast_airtime_s,
-        downlink_airtime_s: counters.airtime_us as f64 / 1e6,
+        downlink_airtime_s: (counters.airtime_us - counters_at_start.airtime_us) as f64 / 1e6,
         duty_cycle_floor_s: multicast_airtime_s * 100.0 / band_percent,
         duty_cycle_percent: band_percent,
         fragments: parameters.fragments,
@@ -741,10 +930,13 @@ async fn run(
         repair_rounds: progress.repair_rounds,
         sessions: progress.sessions,
         fragment_size: parameters.fragment_size,
-        uplinks: devices.iter().map(|d| d.uplinks).sum(),
+        uplinks: devices.iter().map(|d| d.uplinks).sum::<u64>() - uplinks_at_start,
         data_rate: parameters.data_rate,
         unsuccessful,
         clock_steps,
+        previous_campaigns: earlier,
+        agent_restarts,
+        reused_fcnts,
     })
 }
 
