@@ -13,8 +13,8 @@
 
 use core::fmt;
 
-use aes::Aes128;
 use aes::cipher::KeyInit;
+use aes::Aes128;
 use cmac::{Cmac, Mac};
 
 use super::keys::{aes128_encrypt, Key128};
