@@ -1,12 +1,9 @@
 //! Generates this binary's memory.x from fuota-boot's layout, so the application links
 //! exactly where the bootloader jumps: the primary slot after the MCUboot header, with
-//! room for the TLVs at its end; and builds in the image verification key the bootloader
-//! trusts (`FUOTA_BOOT_PUBKEY`, see `../build-support/verification_key.rs`).
+//! room for the TLVs at its end.
 use std::{env, fs, path::PathBuf};
 
 use fuota_boot::STM32WL55JC;
-
-include!("../build-support/verification_key.rs");
 
 /// `imgtool sign --header-size`: the vector table follows the header (the Cortex-M4
 /// vector table of the WL55 needs 512-byte alignment, which this gives).
@@ -39,8 +36,6 @@ fn main() {
     );
     fs::write(out.join("memory.x"), memory).expect("write memory.x");
     println!("cargo:rustc-link-search={}", out.display());
-    // The key the node checks a downloaded image with (the bootloader's).
-    write_verification_key(&out);
     // defmt's linker script, for this binary only (the bootloader does without defmt).
     println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     println!("cargo:rerun-if-changed=build.rs");

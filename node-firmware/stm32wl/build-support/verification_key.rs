@@ -1,11 +1,9 @@
-// The image verification key, shared by the bootloader's and the application's build.rs
-// (each `include!`s this file): `FUOTA_BOOT_PUBKEY` names a DER SubjectPublicKeyInfo file
-// of an ECDSA P-256 key (`imgtool getpub -k your-key.pem -e raw > pubkey.der` writes
-// one); unset, the project's **test key** is used
+// The image verification key the bootloader's build.rs builds in (it `include!`s this
+// file; the application leaves the signature to the bootloader): `FUOTA_BOOT_PUBKEY`
+// names a DER SubjectPublicKeyInfo file of an ECDSA P-256 key (`imgtool getpub -k
+// your-key.pem -e raw > pubkey.der` writes one); unset, the project's **test key** is used
 // (lorawan-fuota/tests/fixtures/images/pubkey.der, whose private half is committed:
-// never ship firmware built with it). Both binaries must trust the same key: the
-// application checks a downloaded image before it asks for the update, the bootloader
-// checks it again before it installs it.
+// never ship firmware built with it).
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo with an uncompressed point.
 const P256_SPKI_PREFIX: [u8; 26] = [

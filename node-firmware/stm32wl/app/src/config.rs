@@ -1,4 +1,5 @@
-//! Device configuration: LoRaWAN credentials, region and application settings.
+//! Device configuration: LoRaWAN credentials, region, FUOTA keys and versions, and
+//! application settings.
 //!
 //! PROVISIONING IS NOT BUILT YET. The credentials below are compile-time placeholders for
 //! bench work, identical in every image built from this source. Real devices must get their
@@ -27,9 +28,42 @@ pub const UPLINK_FPORT: u8 = 1;
 /// Time between periodic uplinks (the duty-cycle gate may stretch it).
 pub const UPLINK_PERIOD: Duration = Duration::from_secs(300);
 
-/// Listen in Class C between uplinks once joined. Off by default: LoRaWAN devices start in
-/// Class A, and the FUOTA packages switch to Class C only for a multicast session.
-pub const CLASS_C_AFTER_JOIN: bool = false;
+/// Every this many periodic uplinks, one is sent confirmed: the link check that tells a
+/// resumed session the network server no longer knows (a restored database, a device
+/// moved to another network) from a quiet one.
+pub const CONFIRMED_UPLINK_EVERY: u32 = 12;
+
+/// Confirmed uplinks in a row without an acknowledgement after which the session is
+/// taken as lost and the device joins again (at one per hour: three hours).
+pub const REJOIN_AFTER_UNANSWERED: u32 = 3;
+
+/// Start with the session saved before the reset instead of joining again (see
+/// `mac_state` for what a restored session does not keep).
+pub const RESUME_SESSION_AFTER_RESET: bool = true;
+
+/// GenAppKey (LoRaWAN 1.0.x): the root of the multicast keys (McRootKey, McKEKey) and of
+/// the TS004 v2 data block MIC key. The FUOTA server holds the same key for the device.
+/// A placeholder like the credentials above.
+pub const GEN_APP_KEY: [u8; 16] = [
+    0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
+];
+
+/// Hardware version of this board (TS006 HWVersion); an image built for another
+/// (its protected TLV 0xa0) is refused before it is installed.
+pub const HARDWARE_VERSION: u32 = 0x0001_0000;
+
+/// The TS006 firmware version reported when the running image has no MCUboot header
+/// (flashed on a bench without the bootloader).
+pub const UNSIGNED_FIRMWARE_VERSION: u32 = 0;
+
+/// Largest application payload of an uplink: EU868's limit at DR0-DR2 (51 bytes), so
+/// every answer fits whatever data rate the device uses.
+pub const MAX_UPLINK_PAYLOAD: usize = 51;
+
+/// RAM lent to the FEC decoder (see `lorawan_fuota::fec::Decoder::sizing`): the more,
+/// the more lost fragments a block survives. The agent's simulator lends its nodes the
+/// same.
+pub const FEC_WORKSPACE_BYTES: usize = 16 * 1024;
 
 /// lorawan-device takes EUIs least significant byte first (the on-air order).
 pub const fn eui_lsb_first(msb_first: [u8; 8]) -> [u8; 8] {

@@ -1,61 +1,43 @@
-//! The running image's side of the bootloader hand-over: refresh the independent
-//! watchdog the bootloader started, and confirm an image on trial once the device has
-//! joined and heard a downlink. An image on trial that gets no downlink within
-//! [`TRIAL_DEADLINE`] resets, and the bootloader reverts it; one that hangs stops
-//! refreshing the watchdog and is reset the same way.
+//! The running image's side of the bootloader's watchdog and trial: refresh the
+//! independent watchdog the bootloader started, and reset an image on trial that has not
+//! proved itself in time, so that the bootloader reverts it.
 //!
-//! The FUOTA core (`fuota-node`) takes this over when it is wired in (its
-//! `UpdateAgent::confirm_running_image`); until then the application does it here.
+//! An image on trial confirms itself through `fuota-node` (its `downlink_heard`, called
+//! for every downlink of the session: the device has joined and heard the network); one
+//! that gets no downlink within [`TRIAL_DEADLINE`] resets here, and one that hangs stops
+//! refreshing the watchdog and is reset by it.
 
-use defmt::{error, info, warn};
+use defmt::warn;
 use embassy_time::{Duration, Instant, Timer};
-use fuota_boot::{confirm_image, read_boot_state, Confirmation, Phase, STM32WL55JC};
-use fuota_stm32wl_flash::{IndependentWatchdog, Stm32wlFlash};
+use fuota_stm32wl_flash::IndependentWatchdog;
 
 /// How often the watchdog (about 32 s period) is refreshed.
 const WATCHDOG_REFRESH: Duration = Duration::from_secs(8);
 /// How long an image on trial may take to join and hear a downlink.
 pub const TRIAL_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
-/// Whether the running image still has to prove itself.
-pub struct ImageTrial {
-    on_trial: bool,
-    started: Instant,
+/// When an image on trial must have confirmed itself.
+pub struct TrialDeadline {
+    deadline: Instant,
 }
 
-impl ImageTrial {
-    /// Reads the boot state.
-    pub fn from_boot_state() -> Self {
-        let state = read_boot_state(&mut Stm32wlFlash::new(), &STM32WL55JC);
-        let on_trial = matches!(state.phase, Phase::Trial(_));
-        if on_trial {
-            info!("image on trial: confirms after joining and hearing a downlink");
-        }
-        ImageTrial {
-            on_trial,
-            started: Instant::now(),
+impl TrialDeadline {
+    /// Counts from now (the application's start).
+    pub fn start() -> Self {
+        TrialDeadline {
+            deadline: Instant::now() + TRIAL_DEADLINE,
         }
     }
 
-    /// The device heard a downlink in its session: confirm the image if on trial.
-    pub fn downlink_heard(&mut self) {
-        if !self.on_trial {
-            return;
-        }
-        match confirm_image(&mut Stm32wlFlash::new(), &STM32WL55JC) {
-            Ok(Confirmation::Confirmed { version }) => {
-                info!("image confirmed (version {:08x})", version);
-                self.on_trial = false;
-            }
-            Ok(Confirmation::AlreadyConfirmed) => self.on_trial = false,
-            Err(_) => error!("confirming the image failed; trying again at the next downlink"),
-        }
+    /// The instant the check must run at, while the image is on trial.
+    pub fn at(&self, on_trial: bool) -> Option<Instant> {
+        on_trial.then_some(self.deadline)
     }
 
-    /// Resets when an image on trial has not proved itself in time (the bootloader then
+    /// Resets when an image still on trial is past its deadline (the bootloader then
     /// reverts it).
-    pub fn check_deadline(&self) {
-        if self.on_trial && Instant::now() > self.started + TRIAL_DEADLINE {
+    pub fn check(&self, on_trial: bool) {
+        if on_trial && Instant::now() >= self.deadline {
             warn!("image on trial heard no downlink in time; resetting to revert it");
             cortex_m::peripheral::SCB::sys_reset();
         }

@@ -13,9 +13,11 @@
 //!   do not retry in lockstep.
 //!
 //! Airtime is computed for the frame's worst case (full FOpts) at the data rate in use.
-use embassy_time::{Duration, Instant, Timer};
+use embassy_time::{Duration, Instant};
 use lora_modulation::{Bandwidth, BaseBandModulationParams, CodingRate, SpreadingFactor};
 use lorawan_device::async_device::DR;
+
+use crate::multicast_rx::eu868_modulation;
 
 /// PHYPayload length of a join request: MHDR, JoinEUI, DevEUI, DevNonce, MIC.
 const JOIN_REQUEST_LEN: usize = 1 + 8 + 8 + 2 + 4;
@@ -43,11 +45,6 @@ impl TransmitBudget {
     /// Earliest instant of the next transmission.
     pub fn next_transmission(&self) -> Instant {
         self.next_transmission
-    }
-
-    /// Waits until the next transmission is allowed.
-    pub async fn wait_for_turn(&self) {
-        Timer::at(self.next_transmission).await
     }
 
     /// Records a join request that ended (its RX windows included) at `finished`. An accepted
@@ -82,16 +79,11 @@ impl TransmitBudget {
 /// Time on air of a `phy_payload_len`-byte uplink at an EU868 data rate. Data rates without a
 /// LoRa modulation here (FSK, LR-FHSS) count as the slowest one, DR0.
 fn airtime(data_rate: DR, phy_payload_len: usize) -> Duration {
-    let (spreading_factor, bandwidth) = match data_rate {
-        DR::_1 => (SpreadingFactor::_11, Bandwidth::_125KHz),
-        DR::_2 => (SpreadingFactor::_10, Bandwidth::_125KHz),
-        DR::_3 => (SpreadingFactor::_9, Bandwidth::_125KHz),
-        DR::_4 => (SpreadingFactor::_8, Bandwidth::_125KHz),
-        DR::_5 => (SpreadingFactor::_7, Bandwidth::_125KHz),
-        DR::_6 => (SpreadingFactor::_7, Bandwidth::_250KHz),
-        _ => (SpreadingFactor::_12, Bandwidth::_125KHz),
-    };
-    let modulation = BaseBandModulationParams::new(spreading_factor, bandwidth, CodingRate::_4_5);
+    let modulation = eu868_modulation(data_rate as u8).unwrap_or(BaseBandModulationParams::new(
+        SpreadingFactor::_12,
+        Bandwidth::_125KHz,
+        CodingRate::_4_5,
+    ));
     let len = u8::try_from(phy_payload_len).unwrap_or(u8::MAX);
     Duration::from_micros(u64::from(modulation.time_on_air_us(
         Some(PREAMBLE_SYMBOLS),
