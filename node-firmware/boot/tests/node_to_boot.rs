@@ -20,7 +20,8 @@ use common::{signing_key, trusted, ImageSpec, WatchdogProbe};
 use fuota_boot::sim::{SimFlash, SimFlashError};
 use fuota_boot::{
     boot, confirm_image, read_boot_state, request_update, BootConfig, BootDecision, BootReport,
-    FlashWindow, Layout, Phase, Region, UpdateResult, WindowError, DEVICE_STATE, STM32WL55JC,
+    FlashWindow, Layout, Phase, Region, RejectReason, UpdateResult, WindowError, DEVICE_STATE,
+    STM32WL55JC,
 };
 use fuota_node::{
     Action, ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, FuotaNode, Instant,
@@ -213,6 +214,9 @@ struct Device {
     keys: Vec<lorawan_fuota::image::TrustedKey>,
     marked: Rc<RefCell<Vec<PendingUpdate>>>,
     boots: u64,
+    /// The node verifies signatures itself (false: as the STM32WL application, which
+    /// leaves them to the bootloader).
+    node_verifies_signatures: bool,
 }
 
 impl Device {
@@ -225,6 +229,7 @@ impl Device {
             keys: vec![trusted(&signing_key(1))],
             marked: Rc::default(),
             boots: 0,
+            node_verifies_signatures: true,
         }
     }
 
@@ -262,6 +267,7 @@ impl Device {
         );
         config.max_uplink_payload = 242;
         config.trusted_keys.push(trusted(&signing_key(1))).unwrap();
+        config.verify_signature = self.node_verifies_signatures;
         let running = RunningImage {
             on_trial: trial,
             last_update: report.state.last_update.map(last_update),
@@ -806,6 +812,56 @@ fn a_badly_signed_image_is_refused_and_reported() {
         Campaign::new(image(1, 1, 20_000, 2), 1),
         UpgradeImageStatus::CorruptOrBadSignature,
     );
+}
+
+/// The STM32WL application's node does not verify signatures (its slot cannot hold
+/// ECDSA twice): a badly signed image passes its checks and is handed over, the
+/// bootloader refuses it at the reset, the old image runs and reports the failure,
+/// and the same image is not handed over again.
+#[test]
+fn a_badly_signed_image_the_node_leaves_to_the_bootloader_is_refused_and_reported() {
+    let (mut device, store) = factory_device();
+    device.node_verifies_signatures = false;
+    let mut workspace = vec![0u8; WORKSPACE];
+    let report = device.reset();
+    let mut node = device.start_node(&report, &store, &mut workspace, T0);
+    transfer(&mut node, T0, &Campaign::new(image(1, 1, 20_000, 2), 1), 11);
+    assert!(node.fragmentation_progress().expect("session").complete);
+    assert_eq!(
+        upgrade_image_status(&mut node, T0),
+        UpgradeImageStatus::Valid {
+            next_firmware_version: ts006_of(1, 1)
+        },
+        "structure, hash, hardware and version are right"
+    );
+    assert!(reboot_now(&mut node, T0), "handed over");
+    drop(node);
+    let report = device.reset();
+    assert!(
+        matches!(
+            report.update,
+            Some(UpdateResult::Rejected {
+                reason: RejectReason::KeyNotTrusted | RejectReason::BadSignature,
+                version: Some(v),
+            })
+                if v == ts006_of(1, 1)
+        ),
+        "{:?}",
+        report.update
+    );
+    assert!(
+        matches!(report.decision, BootDecision::Jump { trial: false, image } if image.version.to_ts006() == ts006_of(1, 0))
+    );
+    let t = T0.plus_secs(60);
+    let mut workspace = vec![0u8; WORKSPACE];
+    let mut node = device.start_node(&report, &store, &mut workspace, t);
+    assert_eq!(running_version(&mut node, t), ts006_of(1, 0));
+    assert_eq!(
+        upgrade_image_status(&mut node, t),
+        UpgradeImageStatus::CorruptOrBadSignature
+    );
+    assert!(!reboot_now(&mut node, t), "not handed over again");
+    assert_eq!(device.marked.borrow().len(), 1);
 }
 
 #[test]

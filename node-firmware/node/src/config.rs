@@ -105,6 +105,13 @@ pub struct NodeConfig {
     pub hardware_version: u32,
     /// Keys images may be signed with.
     pub trusted_keys: heapless::Vec<TrustedKey, MAX_TRUSTED_KEYS>,
+    /// Verify a downloaded image's signature against `trusted_keys` before handing it
+    /// to the bootloader (true by default). False leaves the signature to the
+    /// bootloader, which verifies it before installing anything; the node still checks
+    /// structure, SHA-256, hardware version and downgrade. Without the crate's
+    /// `signature-check` feature (the STM32WL application) the node cannot verify
+    /// signatures, and this is taken as false.
+    pub verify_signature: bool,
     /// Multicast groups supported (McGroupID `0..multicast_groups`), 1..=4.
     pub multicast_groups: u8,
     /// Fragmentation session indexes supported (FragIndex `0..fragmentation_indexes`),
@@ -143,6 +150,7 @@ impl NodeConfig {
             firmware_version,
             hardware_version,
             trusted_keys: heapless::Vec::new(),
+            verify_signature: true,
             multicast_groups: 1,
             fragmentation_indexes: 1,
             fec_capacity_percent: 100,

@@ -29,12 +29,11 @@ use lorawan_fuota::codec::firmware_management::{
     REBOOT_TIME_ASAP, REBOOT_TIME_CANCEL,
 };
 use lorawan_fuota::codec::{decode_all, Package, PackageVersion, PackageVersionAns};
-#[cfg(not(feature = "signature-check"))]
-use lorawan_fuota::image::check_integrity_source;
 #[cfg(feature = "signature-check")]
 use lorawan_fuota::image::verify_source;
 use lorawan_fuota::image::{
-    compare_ts006, CheckedImage, ImageError, SourceError, TrustedKey, VerifyOptions,
+    check_integrity_source, compare_ts006, CheckedImage, ImageError, SourceError, TrustedKey,
+    VerifyOptions,
 };
 
 use crate::clock_sync::ClockSyncClient;
@@ -73,6 +72,9 @@ pub(crate) struct FirmwareManagement {
     hardware_version: u32,
     #[cfg_attr(not(feature = "signature-check"), allow(dead_code))]
     trusted_keys: heapless::Vec<TrustedKey, MAX_TRUSTED_KEYS>,
+    /// Verify signatures (see `NodeConfig::verify_signature`).
+    #[cfg_attr(not(feature = "signature-check"), allow(dead_code))]
+    verify_signature: bool,
     reboot: Option<RebootSchedule>,
     cached: Option<ImageCheck>,
     /// TS006 version of the image handed to the bootloader (persisted), until the
@@ -85,11 +87,13 @@ impl FirmwareManagement {
         firmware_version: u32,
         hardware_version: u32,
         trusted_keys: heapless::Vec<TrustedKey, MAX_TRUSTED_KEYS>,
+        verify_signature: bool,
     ) -> Self {
         FirmwareManagement {
             firmware_version,
             hardware_version,
             trusted_keys,
+            verify_signature,
             reboot: None,
             cached: None,
             handed_over: None,
@@ -276,8 +280,8 @@ impl FirmwareManagement {
         check
     }
 
-    /// Verifies the image: with the `signature-check` feature, its signature against
-    /// the trusted keys too; without it, everything else (see
+    /// Verifies the image: its signature against the trusted keys too when asked and
+    /// built with the `signature-check` feature; otherwise everything else (see
     /// `lorawan_fuota::image::check_integrity_source`), the bootloader checking the
     /// signature before it installs the image.
     fn check_source<S: lorawan_fuota::image::ImageSource>(
@@ -286,13 +290,11 @@ impl FirmwareManagement {
         options: &VerifyOptions,
     ) -> Result<CheckedImage, SourceError<S::Error>> {
         #[cfg(feature = "signature-check")]
-        {
-            verify_source(source, &self.trusted_keys, options).map(|image| *image.checked())
+        if self.verify_signature {
+            return verify_source(source, &self.trusted_keys, options)
+                .map(|image| *image.checked());
         }
-        #[cfg(not(feature = "signature-check"))]
-        {
-            check_integrity_source(source, options)
-        }
+        check_integrity_source(source, options)
     }
 
     /// When the programmed reboot is due.

@@ -91,6 +91,7 @@ impl<P: Platform> NodeParts<P> {
             config.firmware_version,
             config.hardware_version,
             config.trusted_keys.clone(),
+            config.verify_signature,
         );
         let outbox = Outbox::new(config.uplink_limit());
         NodeParts {
