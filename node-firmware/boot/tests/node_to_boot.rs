@@ -25,8 +25,8 @@ use fuota_boot::{
 };
 use fuota_node::{
     Action, ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, FuotaNode, Instant,
-    LastUpdate, NodeConfig, NodeParts, PendingUpdate, Platform, RandomSource, RunningImage,
-    SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN, RECORD_LORAWAN,
+    LastUpdate, MacRecord, MacSession, NodeConfig, NodeParts, PendingUpdate, Platform,
+    RandomSource, RunningImage, SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN, RECORD_LORAWAN,
 };
 use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppSKey, NewSKey};
@@ -584,10 +584,21 @@ fn factory_device() -> (Device, Store) {
     (device, store)
 }
 
+/// The firmware's MAC record (`fuota_node::MacRecord`, as the STM32WL application keeps
+/// it): the next DevNonce and a session whose FCntUp reservation ends at `fcnt_up`.
 fn lorawan_record(dev_nonce: u16, fcnt_up: u32) -> Vec<u8> {
-    let mut record = dev_nonce.to_le_bytes().to_vec();
-    record.extend_from_slice(&fcnt_up.to_le_bytes());
-    record
+    let record = MacRecord {
+        next_dev_nonce: dev_nonce,
+        session: Some(MacSession {
+            dev_addr: 0x2601_0017,
+            nwk_s_key: [0x11; 16],
+            app_s_key: [0x22; 16],
+            fcnt_up_limit: fcnt_up,
+            fcnt_down: 9,
+        }),
+    };
+    let (bytes, len) = record.encode();
+    bytes[..len].to_vec()
 }
 
 fn saved_lorawan_record(store: &Store) -> Vec<u8> {
@@ -767,6 +778,12 @@ fn device_state_defined_to_survive_a_swap_survives_install_and_revert() {
     // The values the firmware and the node read back: the LoRaWAN record, and the TS004
     // SessionCnt replay guard (a setup with the same SessionCnt is a replay).
     assert_eq!(saved_lorawan_record(&store), lorawan_record(17, 1234));
+    let mac = MacRecord::decode(&saved_lorawan_record(&store)).expect("the firmware reads it");
+    assert_eq!(
+        mac.next_dev_nonce, 17,
+        "no DevNonce is used twice after a revert"
+    );
+    assert_eq!(mac.session.map(|s| s.fcnt_up_limit), Some(1234));
     let mut workspace = vec![0u8; WORKSPACE];
     let mut node = device.start_node(&report, &store, &mut workspace, T0.plus_secs(100));
     node.handle_downlink(T0, 201, &campaign.setup_request());
