@@ -11,7 +11,7 @@ use std::rc::Rc;
 use fuota_boot::sim::{SimFlash, SimFlashError};
 use fuota_boot::{
     boot, confirm_image, read_boot_state, request_update, BootConfig, BootDecision, FlashWindow,
-    Phase, Region, UpdateResult, Watchdog, WindowError, STM32WL55JC,
+    Phase, Region, Watchdog, WindowError, STM32WL55JC,
 };
 use fuota_node::{
     Action, ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, FuotaNode, Instant,
@@ -21,7 +21,6 @@ use fuota_node::{
 use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppSKey, NewSKey, AES128};
 use lorawan::parser::{parse, DataHeader, DataPayload, FRMPayload, PhyPayload};
-use lorawan_fuota::codec::firmware_management::UpgradeImageStatus;
 use lorawan_fuota::crypto::Key128;
 use lorawan_fuota::fec::FlashRegion;
 use lorawan_fuota::image::TrustedKey;
@@ -310,7 +309,7 @@ impl SimNode {
         }
         let running = RunningImage {
             on_trial: trial,
-            last_update: report.state.last_update.map(last_update),
+            last_update: report.state.last_update.map(LastUpdate::from),
         };
         self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let parts = NodeParts::<Board>::new(
@@ -488,21 +487,5 @@ impl SimNode {
             .and_then(|n| n.fragmentation_progress())
             .filter(|p| !p.complete)
             .map(|p| (p.missing, p.nb_frag))
-    }
-}
-
-/// The firmware's mapping of the boot state's last update to the node's.
-fn last_update(result: UpdateResult) -> LastUpdate {
-    match result {
-        UpdateResult::Installed { version } => LastUpdate::Installed { version },
-        UpdateResult::Rejected { reason, version } => LastUpdate::Rejected {
-            version,
-            status: match reason.up_image_status() {
-                0 => UpgradeImageStatus::NoImage,
-                2 => UpgradeImageStatus::WrongHardware,
-                _ => UpgradeImageStatus::CorruptOrBadSignature,
-            },
-        },
-        UpdateResult::Reverted { version, .. } => LastUpdate::Reverted { version },
     }
 }

@@ -19,6 +19,8 @@
 //! - [`boot`](mod@boot): the reset logic, [`boot()`].
 //! - [`app`]: the application's calls: request an update, confirm, read the result.
 //! - [`device_state`]: which device state survives a swap and where it lives.
+//! - `node_hand_over` (feature `node`): [`running_image`], what the boot state tells the
+//!   FUOTA node at start.
 //! - [`sim`] (feature `sim`): a simulated flash with power cuts and torn writes.
 //!
 //! Why not `embassy-boot`: see `DESIGN.md` in this crate.
@@ -32,6 +34,8 @@ mod crc;
 pub mod device_state;
 pub mod flash;
 pub mod layout;
+#[cfg(feature = "node")]
+mod node_hand_over;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
@@ -45,4 +49,6 @@ pub use boot::{boot, BootConfig, BootDecision, BootError, BootImage, BootReport,
 pub use device_state::{AppStateAreas, DeviceState, Home, StateHome, DEVICE_STATE};
 pub use flash::{BootFlash, FlashWindow, WindowError};
 pub use layout::{Layout, LayoutError, LayoutPlan, Region, STM32WL55JC};
+#[cfg(feature = "node")]
+pub use node_hand_over::running_image;
 pub use state::{BootState, Phase, RejectReason, RevertCause, Swap, SwapKind, Trial, UpdateResult};

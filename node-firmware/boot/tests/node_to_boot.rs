@@ -270,7 +270,7 @@ impl Device {
         config.verify_signature = self.node_verifies_signatures;
         let running = RunningImage {
             on_trial: trial,
-            last_update: report.state.last_update.map(last_update),
+            last_update: report.state.last_update.map(LastUpdate::from),
         };
         let parts = NodeParts::<Board>::new(
             config,
@@ -295,22 +295,6 @@ impl Device {
 
     fn region_bytes(&self, region: Region) -> Vec<u8> {
         self.chip.borrow().contents()[region.start as usize..region.end() as usize].to_vec()
-    }
-}
-
-/// The firmware's mapping of the boot state's last update to the node's.
-fn last_update(result: UpdateResult) -> LastUpdate {
-    match result {
-        UpdateResult::Installed { version } => LastUpdate::Installed { version },
-        UpdateResult::Rejected { reason, version } => LastUpdate::Rejected {
-            version,
-            status: match reason.up_image_status() {
-                0 => UpgradeImageStatus::NoImage,
-                2 => UpgradeImageStatus::WrongHardware,
-                _ => UpgradeImageStatus::CorruptOrBadSignature,
-            },
-        },
-        UpdateResult::Reverted { version, .. } => LastUpdate::Reverted { version },
     }
 }
 
@@ -837,48 +821,22 @@ fn a_badly_signed_image_is_refused_and_reported() {
 /// and the same image is not handed over again.
 #[test]
 fn a_badly_signed_image_the_node_leaves_to_the_bootloader_is_refused_and_reported() {
-    let (mut device, store) = factory_device();
-    device.node_verifies_signatures = false;
-    let mut workspace = vec![0u8; WORKSPACE];
-    let report = device.reset();
-    let mut node = device.start_node(&report, &store, &mut workspace, T0);
-    transfer(&mut node, T0, &Campaign::new(image(1, 1, 20_000, 2), 1), 11);
-    assert!(node.fragmentation_progress().expect("session").complete);
-    assert_eq!(
-        upgrade_image_status(&mut node, T0),
-        UpgradeImageStatus::Valid {
-            next_firmware_version: ts006_of(1, 1)
-        },
-        "structure, hash, hardware and version are right"
-    );
-    assert!(reboot_now(&mut node, T0), "handed over");
-    drop(node);
-    let report = device.reset();
-    assert!(
-        matches!(
-            report.update,
-            Some(UpdateResult::Rejected {
-                reason: RejectReason::KeyNotTrusted | RejectReason::BadSignature,
-                version: Some(v),
-            })
-                if v == ts006_of(1, 1)
-        ),
-        "{:?}",
-        report.update
-    );
-    assert!(
-        matches!(report.decision, BootDecision::Jump { trial: false, image } if image.version.to_ts006() == ts006_of(1, 0))
-    );
-    let t = T0.plus_secs(60);
-    let mut workspace = vec![0u8; WORKSPACE];
-    let mut node = device.start_node(&report, &store, &mut workspace, t);
-    assert_eq!(running_version(&mut node, t), ts006_of(1, 0));
-    assert_eq!(
-        upgrade_image_status(&mut node, t),
-        UpgradeImageStatus::CorruptOrBadSignature
-    );
-    assert!(!reboot_now(&mut node, t), "not handed over again");
-    assert_eq!(device.marked.borrow().len(), 1);
+    let badly_signed = image(1, 1, 20_000, 2);
+    hand_over_then(badly_signed, false, |device, _| {
+        let report = device.reset();
+        assert!(
+            matches!(
+                report.update,
+                Some(UpdateResult::Rejected {
+                    reason: RejectReason::KeyNotTrusted | RejectReason::BadSignature,
+                    version: Some(v),
+                }) if v == ts006_of(1, 1)
+            ),
+            "{:?}",
+            report.update
+        );
+        report
+    });
 }
 
 #[test]
@@ -945,14 +903,31 @@ fn a_block_that_fails_its_mic_is_reported_through_frag_session_status() {
 }
 
 /// The node hands a valid image over; `after_hand_over` then acts on the flash and on
-/// the next boots. Returns the device, store and the report of the boot that runs the
-/// old image again.
+/// the next boots, and returns the report of the boot that runs the old image again.
 fn handed_over_then(after_hand_over: impl FnOnce(&mut Device, &Store) -> BootReport) {
+    hand_over_then(image(1, 1, 20_000, 1), true, after_hand_over)
+}
+
+/// The node (verifying signatures itself or not) finds `new` (version 1.1) valid and
+/// hands it over; `after_hand_over` acts as in [`handed_over_then`]. The old image then
+/// runs, reports the failed update, and does not hand the same image over again.
+fn hand_over_then(
+    new: Vec<u8>,
+    node_verifies_signatures: bool,
+    after_hand_over: impl FnOnce(&mut Device, &Store) -> BootReport,
+) {
     let (mut device, store) = factory_device();
+    device.node_verifies_signatures = node_verifies_signatures;
     let mut workspace = vec![0u8; WORKSPACE];
     let report = device.reset();
     let mut node = device.start_node(&report, &store, &mut workspace, T0);
-    transfer(&mut node, T0, &Campaign::new(image(1, 1, 20_000, 1), 4), 3);
+    transfer(&mut node, T0, &Campaign::new(new, 4), 3);
+    assert_eq!(
+        upgrade_image_status(&mut node, T0),
+        UpgradeImageStatus::Valid {
+            next_firmware_version: ts006_of(1, 1)
+        }
+    );
     assert!(reboot_now(&mut node, T0));
     drop(node);
     let report = after_hand_over(&mut device, &store);

@@ -45,7 +45,7 @@ use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::spi::Spi;
 use embassy_stm32::{bind_interrupts, dma, SharedData};
 use embassy_time::{Delay, Duration, Instant, Timer};
-use fuota_boot::{read_boot_state, STM32WL55JC};
+use fuota_boot::{read_boot_state, running_image, STM32WL55JC};
 use fuota_node::{Action, FuotaNode, LastUpdate, NodeConfig, NodeParts, StartReport, StateLoad};
 use fuota_stm32wl_flash::Stm32wlFlash;
 use lora_phy::lorawan_radio::LorawanRadio;
@@ -66,8 +66,7 @@ use crate::lorawan_timer::LorawanTimer;
 use crate::mac_state::{DevNonceRng, MacState};
 use crate::multicast_rx::MulticastReceiver;
 use crate::node_platform::{
-    running_image, running_version, BootHandOver, Eu868Lora, FlashArea, NodeRng, SharedStore,
-    Stm32wlNode,
+    running_version, BootHandOver, Eu868Lora, FlashArea, NodeRng, SharedStore, Stm32wlNode,
 };
 use crate::radio::{Stm32wlInterfaceVariant, SubghzSpiDevice};
 use crate::transmit_budget::TransmitBudget;

@@ -9,8 +9,7 @@
 //! - [`BootHandOver`]: `request_update` / `confirm_image` on the boot state.
 //! - [`NodeRng`], [`Eu868Lora`]: answer-delay randomness, and the region's Class C rules
 //!   for a radio that receives LoRa only.
-//! - [`running_image`], [`running_version`]: what the boot state and the running image's
-//!   header say, for the node's start.
+//! - [`running_version`]: what the running image's header says, for the node's start.
 //!
 //! Every [`FlashArea`] holds its own handle on the flash registers. That is sound here:
 //! the node and the firmware call them one at a time from the one executor thread, and
@@ -20,15 +19,14 @@
 use core::cell::RefCell;
 
 use fuota_boot::{
-    confirm_image, request_update, BootState, Confirmation, FlashWindow, Phase, Region,
-    RequestError, UpdateResult, WindowError, STM32WL55JC,
+    confirm_image, request_update, Confirmation, FlashWindow, Region, RequestError, WindowError,
+    STM32WL55JC,
 };
 use fuota_node::{
-    ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, LastUpdate, PendingUpdate, Platform,
-    RandomSource, RegionCheck, RunningImage, SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN,
+    ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, PendingUpdate, Platform,
+    RandomSource, RegionCheck, SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN,
 };
 use fuota_stm32wl_flash::{FlashError, Stm32wlFlash};
-use lorawan_fuota::codec::firmware_management::UpgradeImageStatus;
 use lorawan_fuota::fec::FlashRegion;
 use lorawan_fuota::image::{ImageHeader, IMAGE_HEADER_LEN};
 
@@ -251,25 +249,6 @@ impl Platform for Stm32wlNode {
     type Rng = NodeRng;
     type Region = Eu868Lora;
     type Updater = BootHandOver;
-}
-
-/// What the boot state says about the running image, in the node's terms.
-pub fn running_image(state: &BootState) -> RunningImage {
-    RunningImage {
-        on_trial: matches!(state.phase, Phase::Trial(_)),
-        last_update: state.last_update.map(|result| match result {
-            UpdateResult::Installed { version } => LastUpdate::Installed { version },
-            UpdateResult::Rejected { reason, version } => LastUpdate::Rejected {
-                version,
-                status: match reason.up_image_status() {
-                    0 => UpgradeImageStatus::NoImage,
-                    2 => UpgradeImageStatus::WrongHardware,
-                    _ => UpgradeImageStatus::CorruptOrBadSignature,
-                },
-            },
-            UpdateResult::Reverted { version, .. } => LastUpdate::Reverted { version },
-        }),
-    }
 }
 
 /// The TS006 version of the running image, from its MCUboot header at the start of the
