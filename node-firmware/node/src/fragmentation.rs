@@ -406,6 +406,7 @@ impl Fragmentation {
                             report.handled();
                         }
                         None => {
+                            self.count_late_fragment(frag_index, source);
                             self.stats.fragments_ignored =
                                 self.stats.fragments_ignored.saturating_add(1);
                             report.ignored();
@@ -528,6 +529,27 @@ impl Fragmentation {
         events.changed = true;
         events.slot_changed = true;
         (answer, events)
+    }
+
+    /// A fragment of a session whose block is already complete is not used, but it is
+    /// counted in NbFragReceived: the server measures each device's loss from that
+    /// count and the frames it sent, and a count that stopped at completion would make
+    /// a device that lost less than expected look as if it lost more.
+    fn count_late_fragment(&mut self, frag_index: u8, source: Source) {
+        let Some(session) = self.session else {
+            return;
+        };
+        let for_this_session = session.setup.frag_index == frag_index
+            && matches!(session.phase, SessionPhase::Complete(_))
+            && match source {
+                Source::Multicast { mc_group_id } => {
+                    session.setup.mc_group_bit_mask & (1 << mc_group_id) != 0
+                }
+                Source::Unicast => true,
+            };
+        if for_this_session {
+            self.received = self.received.saturating_add(1);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

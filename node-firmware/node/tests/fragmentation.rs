@@ -413,6 +413,13 @@ fn rebuild_block(frag_size: usize, version: PackageVersion, seed: u64) {
         "{frag_size}-byte fragments, {version:?}: {progress:?}"
     );
     assert!(!progress.memory_error);
+    // Fragments after completion are not used but counted: NbFragReceived is what the
+    // server measures the device's loss from.
+    assert!(
+        numbers.len() > usize::from(m),
+        "the schedule runs past completion"
+    );
+    assert_eq!(progress.received as usize, numbers.len());
     let expected_mic = match version {
         PackageVersion::V1 => MicCheck::NotApplicable,
         PackageVersion::V2 => MicCheck::Passed,
