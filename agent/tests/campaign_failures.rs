@@ -13,6 +13,7 @@ use fuota_agent::campaign::{
     CampaignError, CampaignSpec, DeliveryChoice, DeviceStatus, DeviceStep, ParameterOverrides,
     PlanError, Targets,
 };
+use fuota_agent::clock::WallTime;
 use fuota_agent::storage::EventKind;
 use fuota_node::RandomSource;
 use lorawan_fuota::codec::PackageVersion;
@@ -311,4 +312,57 @@ fn bad_requests_are_refused_with_reasons() {
         engine.start(storage, id, now),
         Err(CampaignError::InvalidState { .. })
     ));
+}
+
+/// A device in the session that never answers a status request (its uplinks no longer
+/// reach the gateway) must not make the repair round a whole block for everybody: the
+/// round is sized from the devices that said what they miss.
+#[test]
+fn a_device_without_a_status_answer_does_not_make_the_repair_round_a_whole_block() {
+    let mut fleet = Fleet::new(&FleetOptions {
+        devices: vec![
+            (Behaviour::Normal, 30),
+            (Behaviour::MuteOnceReceiving, 30),
+            (Behaviour::Normal, 30),
+            (Behaviour::Normal, 30),
+        ],
+        body_size: 12_000,
+        package_version: PackageVersion::V2,
+        seed: 5,
+        unicast_loss_percent: 0,
+    });
+    let id = fleet.start_campaign(&spec(&fleet));
+    assert!(fleet.run_until_finished(id, 48 * 3600), "campaign finished");
+    let results = fleet.results(id);
+    let mute = fleet.devices[1].dev_eui;
+    assert!(fleet.devices[1].multicast_received > 0, "it was receiving");
+    assert_ne!(results[&mute], DeviceStatus::Successful);
+    for (dev_eui, status) in &results {
+        if *dev_eui != mute {
+            assert_eq!(*status, DeviceStatus::Successful, "{dev_eui}");
+        }
+    }
+    let campaign = fleet.storage().campaign(id).unwrap().unwrap();
+    let fragments = u64::from(campaign.parameters.fragments);
+    let rounds: Vec<_> = fleet
+        .storage()
+        .events_of_kind_since(
+            EventKind::CampaignRedundancy,
+            WallTime::from_unix_seconds(0),
+        )
+        .unwrap()
+        .into_iter()
+        .filter_map(|event| {
+            let round = &event.payload["repair_round"];
+            round.is_object().then(|| round.clone())
+        })
+        .collect();
+    let first = rounds.first().expect("a repair round at 30 % loss");
+    assert_eq!(first["devices_without_status"], 1, "{first}");
+    assert_eq!(first["devices"], 3, "{first}");
+    let coded = first["coded_fragments"].as_u64().unwrap();
+    assert!(
+        coded < fragments,
+        "a round of {coded} frames for a block of {fragments}: {first}"
+    );
 }

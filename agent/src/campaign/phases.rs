@@ -360,13 +360,28 @@ impl Work<'_> {
                     format!("fragments still missing after {rounds_made} repair rounds"),
                 );
             }
-            let needs: Vec<RepairNeed> = needing.iter().map(|&i| self.repair_need(i)).collect();
+            // The round is sized for the devices that said what they miss. One that has
+            // not answered a status request yet (its unicast query is under way, or it
+            // is silent) would make the round a whole block for every device on a
+            // guess; it is asked again after the round, and the next round is sized
+            // from its answer. Only when none answered is the round sized on guesses.
+            let reported: Vec<usize> = needing
+                .iter()
+                .copied()
+                .filter(|&i| self.devices[i].missing.is_some())
+                .collect();
+            let sized_for = if reported.is_empty() {
+                &needing
+            } else {
+                &reported
+            };
+            let needs: Vec<RepairNeed> = sized_for.iter().map(|&i| self.repair_need(i)).collect();
             let margin = repair_margin(
                 base_repair_margin(progress.fragmentation_version),
                 rounds_made,
             );
             let size = repair_round_size(&needs, margin).max(1);
-            let missing: Vec<u32> = needing
+            let missing: Vec<u32> = sized_for
                 .iter()
                 .map(|&i| {
                     self.devices[i]
@@ -408,6 +423,7 @@ impl Work<'_> {
                 serde_json::json!({ "repair_round": {
                     "round": round,
                     "devices": needs.len(),
+                    "devices_without_status": needing.len() - reported.len(),
                     "coded_fragments": size,
                     "most_missing": missing.iter().max(),
                     "most_lacking": needs.iter().map(|need| need.lacking).max(),

@@ -238,6 +238,9 @@ pub enum Behaviour {
     Asleep,
     /// Its bootloader reverts the new image: it keeps running the old version.
     Reverts,
+    /// Its uplinks stop reaching the gateway once it has heard a multicast fragment (it
+    /// moved out of uplink range): it keeps receiving, and answers nothing.
+    MuteOnceReceiving,
 }
 
 /// One simulated device: flash, store and bootloader survive reboots; the node core
@@ -732,6 +735,9 @@ impl Fleet {
                     .as_ref()
                     .and_then(|n| n.fragmentation_progress())
             );
+        }
+        if device.behaviour == Behaviour::MuteOnceReceiving && device.multicast_received > 0 {
+            return;
         }
         let dev_eui = device.dev_eui;
         if self.channel.below(100) < self.unicast_loss_percent {
