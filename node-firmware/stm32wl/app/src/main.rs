@@ -110,6 +110,8 @@ const MAX_CONSECUTIVE_RADIO_FAILURES: u32 = 5;
 const PUBLIC_NETWORK: bool = true;
 /// Pause before the reset that follows a failed start (radio, store).
 const FAILED_START_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// How long the node is left alone after it had an uplink due but nothing to say.
+const NODE_QUIET_RETRY: Duration = Duration::from_secs(1);
 /// Time for the last log lines to leave over RTT before a planned reset.
 const RESET_GRACE: Duration = Duration::from_millis(100);
 
@@ -202,6 +204,7 @@ async fn main(spawner: Spawner) {
         next_app_uplink: Instant::now(),
         app_uplinks: 0,
         unanswered_confirmed: 0,
+        node_quiet_until: Instant::now(),
     };
     let workspace = FEC_WORKSPACE.take();
     loop {
@@ -325,6 +328,9 @@ struct Link {
     next_app_uplink: Instant,
     app_uplinks: u32,
     unanswered_confirmed: u32,
+    /// The node had an uplink due but nothing to say (a package decided so when asked):
+    /// not asked again before this, so that a due time it keeps does not spin the loop.
+    node_quiet_until: Instant,
 }
 
 impl Link {
@@ -369,10 +375,13 @@ impl Link {
                 continue;
             }
             if Instant::now() >= self.budget.next_transmission() {
-                if let Some(uplink) = node_poll_uplink(&mut node) {
-                    self.send(&mut node, uplink.fport, &uplink.payload, false)
-                        .await;
-                    continue;
+                if Instant::now() >= self.node_quiet_until {
+                    if let Some(uplink) = node_poll_uplink(&mut node) {
+                        self.send(&mut node, uplink.fport, &uplink.payload, false)
+                            .await;
+                        continue;
+                    }
+                    self.node_quiet_until = Instant::now() + NODE_QUIET_RETRY;
                 }
                 if Instant::now() >= self.next_app_uplink {
                     self.send_app_uplink(&mut node).await;
@@ -412,7 +421,11 @@ impl Link {
         let transmit_from = self.budget.next_transmission();
         let mut wake = self.next_app_uplink.max(transmit_from);
         if let Some(at) = node.next_uplink_at() {
-            wake = wake.min(embassy_instant(at).max(transmit_from));
+            wake = wake.min(
+                embassy_instant(at)
+                    .max(transmit_from)
+                    .max(self.node_quiet_until),
+            );
         }
         if let Some(at) = node.next_action_at(node_now()) {
             wake = wake.min(embassy_instant(at));
