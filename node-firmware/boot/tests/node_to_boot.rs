@@ -26,7 +26,8 @@ use fuota_boot::{
 use fuota_node::{
     Action, ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, FuotaNode, Instant,
     LastUpdate, MacRecord, MacSession, NodeConfig, NodeParts, PendingUpdate, Platform,
-    RandomSource, RunningImage, SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN, RECORD_LORAWAN,
+    RandomSource, RunningImage, SessionStore, UpdateAgent, XorShiftRng, FRAGMENT_RECORD_LEN,
+    RECORD_LORAWAN,
 };
 use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppSKey, NewSKey};
@@ -176,22 +177,11 @@ impl UpdateAgent for BootHandOver {
     }
 }
 
-/// xorshift64*.
-struct Rng(u64);
+/// The node's xorshift64*, and a bounded draw for the test's channel.
+type Rng = XorShiftRng;
 
-impl RandomSource for Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
-    }
-}
-
-impl Rng {
-    fn below(&mut self, bound: usize) -> usize {
-        self.next_u32() as usize % bound
-    }
+fn below(rng: &mut Rng, bound: usize) -> usize {
+    rng.next_u32() as usize % bound
 }
 
 struct Board;
@@ -277,7 +267,7 @@ impl Device {
             Area::new(&self.chip, LAYOUT.download_image()),
             Area::new(&self.chip, LAYOUT.fec_log),
             store.clone(),
-            Rng(0x9E37_79B9_7F4A_7C15 ^ self.boots),
+            Rng::new(0x9E37_79B9_7F4A_7C15 ^ self.boots),
             Eu868,
             BootHandOver {
                 chip: self.chip.clone(),
@@ -414,9 +404,9 @@ impl Campaign {
         let nb_frag = self.encoder().nb_frag();
         let mut numbers: Vec<u16> = (1..=nb_frag + nb_frag / 4).collect();
         for i in (1..numbers.len()).rev() {
-            numbers.swap(i, rng.below(i + 1));
+            numbers.swap(i, below(rng, i + 1));
         }
-        numbers.retain(|_| rng.below(100) >= 10);
+        numbers.retain(|_| below(rng, 100) >= 10);
         numbers
     }
 
@@ -492,7 +482,7 @@ fn transfer(node: &mut Node<'_>, now: Instant, campaign: &Campaign, seed: u64) -
     let (mut ts004, _) = answers(node, now);
     assert_eq!(ts004.len(), 1, "{ts004:?}");
     let setup_answer = ts004.remove(0);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for n in campaign.received_fragments(&mut rng) {
         let frame = group.frame(201, &campaign.data_fragment(n));
         // Fragments after completion are still authentic frames; the package ignores them.
@@ -1025,8 +1015,10 @@ fn the_largest_session_the_layout_allows_resumes_from_a_journal_that_fits_its_4_
     assert_eq!(journal_capacity * FRAGMENT_RECORD_LEN, 4096);
 
     // In order (as the agent sends), 10 % lost; power fails at 70 % of the uncoded ones.
-    let mut rng = Rng(77);
-    let arriving: Vec<u16> = (1..=nb_frag).filter(|_| rng.below(100) >= 10).collect();
+    let mut rng = Rng::new(77);
+    let arriving: Vec<u16> = (1..=nb_frag)
+        .filter(|_| below(&mut rng, 100) >= 10)
+        .collect();
     let cut = arriving.iter().position(|&n| n > nb_frag * 7 / 10).unwrap();
     let mut group = McGroup::new();
     let mut workspace = vec![0u8; WORKSPACE];
@@ -1066,7 +1058,7 @@ fn the_largest_session_the_layout_allows_resumes_from_a_journal_that_fits_its_4_
     let mut coded = nb_frag + 1;
     while !node.fragmentation_progress().unwrap().complete {
         assert!(coded < 2 * nb_frag, "block not complete");
-        if rng.below(100) >= 10 {
+        if below(&mut rng, 100) >= 10 {
             let frame = group.frame(201, &campaign.data_fragment(coded));
             node.handle_multicast_frame(t1, &frame).expect("accepted");
         }

@@ -103,7 +103,7 @@ pub use outbox::{Action, Uplink, UplinkPayload};
 pub use persistence::StateRecordError;
 pub use platform::{
     As923, ErasableRegion, Eu868, PendingUpdate, Platform, RamSessionStore, RamStoreError,
-    RandomSource, RegionCheck, SessionStore, UpdateAgent, Us915, FRAGMENT_RECORD_LEN,
+    RandomSource, RegionCheck, SessionStore, UpdateAgent, Us915, XorShiftRng, FRAGMENT_RECORD_LEN,
     STATE_RECORD_MAX_LEN,
 };
 pub use report::{DownlinkReport, PackageReport};

@@ -29,6 +29,33 @@ pub trait RandomSource {
     fn next_u32(&mut self) -> u32;
 }
 
+/// xorshift64*: a [`RandomSource`] for firmware that seeds it from a hardware RNG (or
+/// the DevEUI), and for tests that want a repeatable sequence. Enough to spread answer
+/// delays over a group; not cryptographic.
+#[derive(Debug, Clone)]
+pub struct XorShiftRng(u64);
+
+impl XorShiftRng {
+    /// A generator seeded with `seed` (0, which xorshift cannot leave, is replaced by a
+    /// fixed odd value).
+    pub const fn new(seed: u64) -> Self {
+        XorShiftRng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+}
+
+impl RandomSource for XorShiftRng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+    }
+}
+
 /// A uniformly random value in `0..=max` from `rng`.
 pub(crate) fn random_up_to(rng: &mut impl RandomSource, max: u64) -> u64 {
     let span = max.saturating_add(1);
@@ -318,6 +345,19 @@ mod tests {
         fn next_u32(&mut self) -> u32 {
             self.0
         }
+    }
+
+    #[test]
+    fn xorshift_never_sticks_at_zero_and_repeats_per_seed() {
+        let mut zero = XorShiftRng::new(0);
+        let drawn = [zero.next_u32(), zero.next_u32(), zero.next_u32()];
+        assert!(drawn.iter().any(|&v| v != 0));
+        let (mut a, mut b) = (XorShiftRng::new(42), XorShiftRng::new(42));
+        assert_eq!(a.next_u32(), b.next_u32());
+        assert_ne!(
+            XorShiftRng::new(1).next_u32(),
+            XorShiftRng::new(2).next_u32()
+        );
     }
 
     #[test]

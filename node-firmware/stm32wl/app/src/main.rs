@@ -46,7 +46,9 @@ use embassy_stm32::spi::Spi;
 use embassy_stm32::{bind_interrupts, dma, SharedData};
 use embassy_time::{Delay, Duration, Instant, Timer};
 use fuota_boot::{read_boot_state, running_image, STM32WL55JC};
-use fuota_node::{Action, FuotaNode, LastUpdate, NodeConfig, NodeParts, StartReport, StateLoad};
+use fuota_node::{
+    Action, FuotaNode, LastUpdate, NodeConfig, NodeParts, StartReport, StateLoad, XorShiftRng,
+};
 use fuota_stm32wl_flash::Stm32wlFlash;
 use lora_phy::lorawan_radio::LorawanRadio;
 use lora_phy::sx126x::{Stm32wl, Sx126x};
@@ -66,7 +68,7 @@ use crate::lorawan_timer::LorawanTimer;
 use crate::mac_state::{DevNonceRng, MacState};
 use crate::multicast_rx::MulticastReceiver;
 use crate::node_platform::{
-    running_version, BootHandOver, Eu868Lora, FlashArea, NodeRng, SharedStore, Stm32wlNode,
+    running_version, BootHandOver, Eu868Lora, FlashArea, SharedStore, Stm32wlNode,
 };
 use crate::radio::{Stm32wlInterfaceVariant, SubghzSpiDevice};
 use crate::transmit_budget::TransmitBudget;
@@ -141,7 +143,7 @@ async fn main(spawner: Spawner) {
     };
     let mut rng = Rng::new(p.RNG, Irqs);
     let budget = TransmitBudget::new(rng.next_u32());
-    let node_rng = NodeRng::new(u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32()));
+    let node_rng = XorShiftRng::new(u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32()));
     let mac = MacState::load(Some(store));
 
     let spi = SubghzSpiDevice::new(Spi::new_subghz(p.SUBGHZSPI, p.DMA1_CH1, p.DMA1_CH2, Irqs));

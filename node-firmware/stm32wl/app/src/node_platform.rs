@@ -7,8 +7,8 @@
 //!   state record and fragment journal), shared with the firmware's MAC record
 //!   (`mac_state`).
 //! - [`BootHandOver`]: `request_update` / `confirm_image` on the boot state.
-//! - [`NodeRng`], [`Eu868Lora`]: answer-delay randomness, and the region's Class C rules
-//!   for a radio that receives LoRa only.
+//! - [`Eu868Lora`]: the region's Class C rules for a radio that receives LoRa only
+//!   (answer delays draw from `fuota_node::XorShiftRng`, seeded from the hardware RNG).
 //! - [`running_version`]: what the running image's header says, for the node's start.
 //!
 //! Every [`FlashArea`] holds its own handle on the flash registers. That is sound here:
@@ -24,7 +24,7 @@ use fuota_boot::{
 };
 use fuota_node::{
     ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, PendingUpdate, Platform,
-    RandomSource, RegionCheck, SessionStore, UpdateAgent, FRAGMENT_RECORD_LEN,
+    RegionCheck, SessionStore, UpdateAgent, XorShiftRng, FRAGMENT_RECORD_LEN,
 };
 use fuota_stm32wl_flash::{FlashError, Stm32wlFlash};
 use lorawan_fuota::fec::FlashRegion;
@@ -198,30 +198,6 @@ impl UpdateAgent for BootHandOver {
     }
 }
 
-/// xorshift64* for the node's answer delays, seeded from the hardware RNG (the node
-/// needs devices not to share a sequence, not cryptographic strength).
-pub struct NodeRng(u64);
-
-impl NodeRng {
-    /// A generator seeded with `seed` (any value; 0 is mapped to a fixed odd one).
-    pub fn new(seed: u64) -> Self {
-        NodeRng(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
-    }
-}
-
-impl RandomSource for NodeRng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
-    }
-}
-
 /// EU868 Class C channel rules for this radio path: LoRa data rates only (DR0-DR6). DR7
 /// is FSK, which the multicast receiver does not set up, so a session at DR7 is
 /// answered with DRError instead of being accepted and never heard.
@@ -246,7 +222,7 @@ impl Platform for Stm32wlNode {
     type DownloadSlot = FlashArea;
     type FecLog = FlashArea;
     type Store = SharedStore;
-    type Rng = NodeRng;
+    type Rng = XorShiftRng;
     type Region = Eu868Lora;
     type Updater = BootHandOver;
 }
