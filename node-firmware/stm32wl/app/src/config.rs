@@ -5,7 +5,9 @@
 //! bench work, identical in every image built from this source. Real devices must get their
 //! own DevEUI, JoinEUI and AppKey from a provisioning step (a per-device record in flash,
 //! written at manufacturing) that replaces these constants. Never ship them.
-use embassy_time::Duration;
+use core::time::Duration;
+
+use fuota_device::{Credentials, LinkConfig, DEFAULT_TRIAL_DEADLINE};
 use lorawan_device::region::Region;
 
 /// DevEUI, most significant byte first (as network servers display it).
@@ -38,7 +40,7 @@ pub const CONFIRMED_UPLINK_EVERY: u32 = 12;
 pub const REJOIN_AFTER_UNANSWERED: u32 = 3;
 
 /// Start with the session saved before the reset instead of joining again (see
-/// `mac_state` for what a restored session does not keep).
+/// `fuota_device::mac_state` for what a restored session does not keep).
 pub const RESUME_SESSION_AFTER_RESET: bool = true;
 
 /// GenAppKey (LoRaWAN 1.0.x): the root of the multicast keys (McRootKey, McKEKey) and of
@@ -65,13 +67,20 @@ pub const MAX_UPLINK_PAYLOAD: usize = 51;
 /// same.
 pub const FEC_WORKSPACE_BYTES: usize = 16 * 1024;
 
-/// lorawan-device takes EUIs least significant byte first (the on-air order).
-pub const fn eui_lsb_first(msb_first: [u8; 8]) -> [u8; 8] {
-    let mut lsb_first = [0u8; 8];
-    let mut i = 0;
-    while i < 8 {
-        lsb_first[i] = msb_first[7 - i];
-        i += 1;
+/// The link's configuration, from the constants above.
+pub fn link_config() -> LinkConfig {
+    LinkConfig {
+        credentials: Credentials {
+            dev_eui: DEV_EUI_MSB,
+            join_eui: JOIN_EUI_MSB,
+            app_key: APP_KEY,
+        },
+        region: REGION,
+        resume_session_after_reset: RESUME_SESSION_AFTER_RESET,
+        uplink_fport: UPLINK_FPORT,
+        uplink_period: UPLINK_PERIOD,
+        confirmed_uplink_every: CONFIRMED_UPLINK_EVERY,
+        rejoin_after_unanswered: REJOIN_AFTER_UNANSWERED,
+        trial_deadline: DEFAULT_TRIAL_DEADLINE,
     }
-    lsb_first
 }

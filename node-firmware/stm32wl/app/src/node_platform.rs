@@ -5,7 +5,7 @@
 //!   programs and erases (the internal flash through `fuota-stm32wl-flash`).
 //! - [`SharedStore`]: the application state pages as the node's session store (its
 //!   state record and fragment journal), shared with the firmware's MAC record
-//!   (`mac_state`).
+//!   (`fuota_device::mac_state`).
 //! - [`BootHandOver`]: `request_update` / `confirm_image` on the boot state.
 //! - [`Eu868Lora`]: the region's Class C rules for a radio that receives LoRa only
 //!   (answer delays draw from `fuota_node::XorShiftRng`, seeded from the hardware RNG).
@@ -22,9 +22,10 @@ use fuota_boot::{
     confirm_image, request_update, Confirmation, FlashWindow, Region, RequestError, WindowError,
     STM32WL55JC,
 };
+use fuota_device::MacRecordStore;
 use fuota_node::{
     ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, PendingUpdate, Platform,
-    RegionCheck, SessionStore, UpdateAgent, XorShiftRng, FRAGMENT_RECORD_LEN,
+    RegionCheck, SessionStore, UpdateAgent, XorShiftRng, FRAGMENT_RECORD_LEN, RECORD_LORAWAN,
 };
 use fuota_stm32wl_flash::{FlashError, Stm32wlFlash};
 use lorawan_fuota::fec::FlashRegion;
@@ -126,6 +127,19 @@ impl SharedStore {
     ) -> Result<T, StoreError> {
         let mut store = self.0.try_borrow_mut().map_err(|_| StoreError::Busy)?;
         operation(&mut store).map_err(StoreError::Store)
+    }
+}
+
+/// The firmware's MAC record, a record of the same store.
+impl MacRecordStore for SharedStore {
+    type Error = StoreError;
+
+    fn load_mac_record(&mut self, buffer: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        self.with(|store| store.load_record(RECORD_LORAWAN, buffer))
+    }
+
+    fn save_mac_record(&mut self, record: &[u8]) -> Result<(), StoreError> {
+        self.with(|store| store.save_record(RECORD_LORAWAN, record))
     }
 }
 

@@ -1,95 +1,158 @@
-//! The LoRaWAN MAC state the device keeps across resets (`fuota_node::MacRecord` in the
-//! session store's `RECORD_LORAWAN` record): the DevNonce counter and the unicast
-//! session with its frame counters.
+//! The LoRaWAN MAC state the device keeps across resets (`fuota_node::MacRecord`, saved
+//! through a [`MacRecordStore`]): the DevNonce counter and the unicast session with its
+//! frame counters.
 //!
 //! - **DevNonce as a counter** (LoRaWAN 1.0.4). lorawan-device 0.12 draws each join
 //!   request's DevNonce from its RNG (the first draw of a join), so the RNG it is given
 //!   is a [`DevNonceRng`]: [`MacState::before_join`] saves the advanced counter, then
-//!   arms the RNG to return the counter's value for that one draw.
+//!   arms the shared [`DevNonceSlot`] so that the RNG returns the counter's value for
+//!   that one draw.
 //! - **Session across resets.** After a reset (an update's reboot included) the device
 //!   starts with the saved session instead of joining again; FCntUp continues from the
 //!   saved reservation, so no counter is reused ([`MacState::before_uplink`] saves once
-//!   per `FCNT_UP_RESERVATION` uplinks).
+//!   per reservation of uplinks).
 //!
 //! Not restored, because lorawan-device offers no way to set them: the join accept's
 //! RX1 delay, RX2 data rate and CFList channels. A restored session uses the region's
 //! defaults (RX1 delay 1 s, RX2 869.525 MHz DR0, the three default channels), which are
 //! the agent's defaults too; a network that changes them should set
-//! `config::RESUME_SESSION_AFTER_RESET` to false, and the device joins after every reset.
+//! `LinkConfig::resume_session_after_reset` to false, and the device joins after every
+//! reset.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use defmt::{error, info, warn};
-use fuota_node::{MacRecord, MAC_RECORD_MAX_LEN, RECORD_LORAWAN};
+use fuota_node::{MacRecord, MAC_RECORD_MAX_LEN};
 use lorawan_device::mac::Session;
 use lorawan_device::{AppSKey, DevAddr, NewSKey, RngCore};
 
-use crate::node_platform::SharedStore;
+use crate::fmt::Loggable;
 
-/// The DevNonce the next RNG draw returns, with [`ARMED`] set; 0 when not armed.
-static ARMED_DEV_NONCE: AtomicU32 = AtomicU32::new(0);
+/// Where the device's MAC record is kept (on the STM32WL: a record of the session store
+/// in the application state pages, beside the node's own).
+pub trait MacRecordStore {
+    /// Why loading or saving failed.
+    type Error: Loggable;
+
+    /// Reads the record into `buffer`: its length, or `None` if none was ever saved.
+    fn load_mac_record(&mut self, buffer: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Replaces the record, atomically (a power cut leaves the old or the new one).
+    fn save_mac_record(&mut self, record: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// The DevNonce the next draw of a [`DevNonceRng`] returns, shared between the RNG
+/// (owned by lorawan-device) and the [`MacState`] that arms it.
+pub struct DevNonceSlot(AtomicU32);
+
+/// Set in the slot while a DevNonce is armed (the low 16 bits are the nonce).
 const ARMED: u32 = 1 << 16;
 
-/// The RNG lorawan-device draws from: the hardware RNG, except for the draw a join
-/// request makes for its DevNonce, which returns the saved counter.
-pub struct DevNonceRng<G>(pub G);
+impl DevNonceSlot {
+    /// Not armed.
+    pub const fn new() -> Self {
+        DevNonceSlot(AtomicU32::new(0))
+    }
 
-impl<G: RngCore> RngCore for DevNonceRng<G> {
+    fn arm(&self, dev_nonce: u16) {
+        self.0.store(ARMED | u32::from(dev_nonce), Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+
+    /// The armed DevNonce, once.
+    fn take(&self) -> Option<u16> {
+        let armed = self.0.swap(0, Ordering::SeqCst);
+        (armed & ARMED != 0).then_some((armed & 0xFFFF) as u16)
+    }
+}
+
+impl Default for DevNonceSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The RNG lorawan-device draws from: `G`, except for the draw a join request makes for
+/// its DevNonce, which returns the saved counter (armed in the [`DevNonceSlot`]).
+pub struct DevNonceRng<'a, G> {
+    rng: G,
+    slot: &'a DevNonceSlot,
+}
+
+impl<'a, G> DevNonceRng<'a, G> {
+    /// Draws from `rng` unless `slot` is armed.
+    pub fn new(rng: G, slot: &'a DevNonceSlot) -> Self {
+        DevNonceRng { rng, slot }
+    }
+}
+
+impl<G: RngCore> RngCore for DevNonceRng<'_, G> {
     fn next_u32(&mut self) -> u32 {
-        let armed = ARMED_DEV_NONCE.swap(0, Ordering::SeqCst);
-        if armed & ARMED != 0 {
-            armed & 0xFFFF
-        } else {
-            self.0.next_u32()
+        match self.slot.take() {
+            Some(dev_nonce) => u32::from(dev_nonce),
+            None => self.rng.next_u32(),
         }
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
+        self.rng.next_u64()
     }
 
     fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest)
+        self.rng.fill_bytes(dest)
     }
 
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.0.try_fill_bytes(dest)
+        self.rng.try_fill_bytes(dest)
     }
 }
 
 /// Why no join request may be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum JoinRefused {
     /// Every DevNonce has been used: the device needs a new JoinEUI (re-provisioning).
     DevNoncesExhausted,
 }
 
 /// The MAC record in RAM and where it is saved.
-pub struct MacState {
+pub struct MacState<'a, S> {
     record: MacRecord,
-    store: Option<SharedStore>,
+    store: Option<S>,
+    slot: &'a DevNonceSlot,
 }
 
-impl MacState {
+impl<'a, S: MacRecordStore> MacState<'a, S> {
     /// Loads the record (a fresh device, or one whose record cannot be read, starts
-    /// from DevNonce 0 without a session).
-    pub fn load(store: Option<SharedStore>) -> Self {
+    /// from DevNonce 0 without a session). Without a store nothing survives a reset.
+    pub fn load(mut store: Option<S>, slot: &'a DevNonceSlot) -> Self {
         let mut record = MacRecord::default();
-        if let Some(store) = &store {
+        if let Some(store) = &mut store {
             let mut buffer = [0u8; MAC_RECORD_MAX_LEN];
-            match store.with(|store| store.load_record(RECORD_LORAWAN, &mut buffer)) {
-                Ok(Some(len)) => match MacRecord::decode(&buffer[..len]) {
-                    Ok(loaded) => record = loaded,
-                    Err(_) => error!(
+            match store.load_mac_record(&mut buffer) {
+                Ok(Some(len)) => match buffer.get(..len).map(MacRecord::decode) {
+                    Some(Ok(loaded)) => record = loaded,
+                    _ => error!(
                         "saved LoRaWAN state unreadable (damaged, or from a newer image): \
                          DevNonce restarts at 0"
                     ),
                 },
                 Ok(None) => info!("no saved LoRaWAN state: a fresh device"),
-                Err(failure) => error!("reading the LoRaWAN state failed: {}", failure),
+                Err(failure) => error!("reading the LoRaWAN state failed: {:?}", failure),
             }
         }
-        MacState { record, store }
+        MacState {
+            record,
+            store,
+            slot,
+        }
+    }
+
+    /// The record as it stands.
+    pub fn record(&self) -> &MacRecord {
+        &self.record
     }
 
     /// The saved session for lorawan-device, if there is one to resume.
@@ -113,14 +176,14 @@ impl MacState {
             .take_dev_nonce()
             .map_err(|_| JoinRefused::DevNoncesExhausted)?;
         self.save();
-        ARMED_DEV_NONCE.store(ARMED | u32::from(nonce), Ordering::SeqCst);
+        self.slot.arm(nonce);
         Ok(nonce)
     }
 
     /// After a join request: the RNG is disarmed whatever happened (a request that
     /// failed before drawing must not hand the nonce to a later draw).
     pub fn after_join_request(&mut self) {
-        ARMED_DEV_NONCE.store(0, Ordering::SeqCst);
+        self.slot.disarm();
     }
 
     /// A join was accepted: saves the new session.
@@ -158,13 +221,16 @@ impl MacState {
     }
 
     fn save(&mut self) {
-        let Some(store) = &self.store else {
+        let Some(store) = &mut self.store else {
             warn!("no session store: LoRaWAN state not saved");
             return;
         };
         let (bytes, len) = self.record.encode();
-        if let Err(failure) = store.with(|store| store.save_record(RECORD_LORAWAN, &bytes[..len])) {
-            error!("saving the LoRaWAN state failed: {}", failure);
+        let Some(encoded) = bytes.get(..len) else {
+            return;
+        };
+        if let Err(failure) = store.save_mac_record(encoded) {
+            error!("saving the LoRaWAN state failed: {:?}", failure);
         }
     }
 }

@@ -33,6 +33,12 @@ pub fn eu868_modulation(data_rate: u8) -> Option<BaseBandModulationParams> {
     ))
 }
 
+impl Default for MulticastReceiver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The channel of the running multicast Class C session, and whether the radio is
 /// currently set up to receive on it.
 pub struct MulticastReceiver {
@@ -68,6 +74,11 @@ impl MulticastReceiver {
     pub fn end(&mut self) {
         self.channel = None;
         self.listening = false;
+    }
+
+    /// Whether a Class C session runs.
+    pub fn in_session(&self) -> bool {
+        self.channel.is_some()
     }
 
     /// The radio was used for something else (an uplink and its receive windows): set

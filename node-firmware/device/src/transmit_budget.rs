@@ -1,6 +1,6 @@
 //! When this device may transmit next: the EU868 duty cycle and the join-request backoff.
 //!
-//! lorawan-device transmits whenever it is asked to and enforces neither, so the main loop
+//! lorawan-device transmits whenever it is asked to and enforces neither, so the link
 //! asks this budget first.
 //!
 //! - Duty cycle: every transmission is followed by an off time of 99 times its airtime,
@@ -12,20 +12,23 @@
 //!   time stretched by up to half again at random so that devices that lost power together
 //!   do not retry in lockstep.
 //!
-//! Airtime is computed for the frame's worst case (full FOpts) at the data rate in use.
-use embassy_time::{Duration, Instant};
+//! Airtime is computed for the frame's worst case (full FOpts) at the data rate in use,
+//! rounded up to the millisecond.
+use fuota_node::Instant;
 use lora_modulation::{Bandwidth, BaseBandModulationParams, CodingRate, SpreadingFactor};
-use lorawan_device::async_device::DR;
+use lorawan_device::region::DR;
 
 use crate::multicast_rx::eu868_modulation;
 
 /// PHYPayload length of a join request: MHDR, JoinEUI, DevEUI, DevNonce, MIC.
-const JOIN_REQUEST_LEN: usize = 1 + 8 + 8 + 2 + 4;
+pub const JOIN_REQUEST_LEN: usize = 1 + 8 + 8 + 2 + 4;
 /// PHYPayload overhead of a data uplink with the longest FOpts: MHDR, FHDR (7 + 15), FPort, MIC.
-const DATA_UPLINK_OVERHEAD: usize = 1 + 7 + 15 + 1 + 4;
+pub const DATA_UPLINK_OVERHEAD: usize = 1 + 7 + 15 + 1 + 4;
 /// LoRaWAN preamble length in symbols.
 const PREAMBLE_SYMBOLS: u8 = 8;
+const MILLIS_PER_HOUR: u64 = 3_600_000;
 
+/// The device's transmit budget.
 pub struct TransmitBudget {
     next_transmission: Instant,
     first_join_attempt: Option<Instant>,
@@ -33,10 +36,11 @@ pub struct TransmitBudget {
 }
 
 impl TransmitBudget {
-    /// `jitter_seed` should come from a true RNG, so that devices draw different jitter.
-    pub fn new(jitter_seed: u32) -> Self {
+    /// A budget that allows a transmission from `now`. `jitter_seed` should come from a
+    /// true RNG, so that devices draw different jitter.
+    pub fn new(now: Instant, jitter_seed: u32) -> Self {
         Self {
-            next_transmission: Instant::now(),
+            next_transmission: now,
             first_join_attempt: None,
             jitter: XorShift32(jitter_seed | 1),
         }
@@ -51,45 +55,48 @@ impl TransmitBudget {
     /// one only costs the 1 % off time and ends the backoff, so that the next join (after a
     /// session loss) starts a new one.
     pub fn record_join_request(&mut self, finished: Instant, data_rate: DR, accepted: bool) {
-        let airtime = airtime(data_rate, JOIN_REQUEST_LEN);
+        let airtime_us = airtime_us(data_rate, JOIN_REQUEST_LEN);
         if accepted {
             self.first_join_attempt = None;
-            self.next_transmission = finished + airtime * 99;
+            self.next_transmission = finished.plus_millis(off_time_ms(airtime_us, 100));
             return;
         }
         let first_attempt = *self.first_join_attempt.get_or_insert(finished);
-        let hours_since_first = (finished - first_attempt).as_secs() / 3600;
-        let duty_cycle_divisor: u32 = match hours_since_first {
+        let hours_since_first = finished.millis_since(first_attempt) / MILLIS_PER_HOUR;
+        let duty_cycle_divisor: u64 = match hours_since_first {
             0 => 100,
             1..=10 => 1_000,
             _ => 10_000,
         };
-        let off_time = airtime * (duty_cycle_divisor - 1);
-        let jitter_ms = u64::from(self.jitter.next()) % (off_time.as_millis() / 2 + 1);
-        self.next_transmission = finished + off_time + Duration::from_millis(jitter_ms);
+        let off_time = off_time_ms(airtime_us, duty_cycle_divisor);
+        let jitter_ms = u64::from(self.jitter.next()) % (off_time / 2 + 1);
+        self.next_transmission = finished.plus_millis(off_time + jitter_ms);
     }
 
     /// Records a data uplink carrying `app_payload_len` bytes that ended at `finished`.
     pub fn record_uplink(&mut self, finished: Instant, data_rate: DR, app_payload_len: usize) {
-        let off_time = airtime(data_rate, DATA_UPLINK_OVERHEAD + app_payload_len) * 99;
-        self.next_transmission = self.next_transmission.max(finished + off_time);
+        let airtime_us = airtime_us(data_rate, DATA_UPLINK_OVERHEAD + app_payload_len);
+        let earliest = finished.plus_millis(off_time_ms(airtime_us, 100));
+        self.next_transmission = self.next_transmission.max(earliest);
     }
 }
 
-/// Time on air of a `phy_payload_len`-byte uplink at an EU868 data rate. Data rates without a
-/// LoRa modulation here (FSK, LR-FHSS) count as the slowest one, DR0.
-fn airtime(data_rate: DR, phy_payload_len: usize) -> Duration {
+/// The off time after `airtime_us` of transmission under a 1/`divisor` duty cycle, in
+/// whole milliseconds rounded up.
+fn off_time_ms(airtime_us: u64, divisor: u64) -> u64 {
+    (airtime_us * (divisor - 1)).div_ceil(1_000)
+}
+
+/// Time on air, µs, of a `phy_payload_len`-byte uplink at an EU868 data rate. Data rates
+/// without a LoRa modulation here (FSK, LR-FHSS) count as the slowest one, DR0.
+pub fn airtime_us(data_rate: DR, phy_payload_len: usize) -> u64 {
     let modulation = eu868_modulation(data_rate as u8).unwrap_or(BaseBandModulationParams::new(
         SpreadingFactor::_12,
         Bandwidth::_125KHz,
         CodingRate::_4_5,
     ));
     let len = u8::try_from(phy_payload_len).unwrap_or(u8::MAX);
-    Duration::from_micros(u64::from(modulation.time_on_air_us(
-        Some(PREAMBLE_SYMBOLS),
-        true,
-        len,
-    )))
+    u64::from(modulation.time_on_air_us(Some(PREAMBLE_SYMBOLS), true, len))
 }
 
 /// Marsaglia's xorshift: enough to spread retries, not for anything secret.
