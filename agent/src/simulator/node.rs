@@ -74,7 +74,20 @@ impl ErasableRegion for Area {
 #[derive(Clone)]
 pub struct Store(Rc<RefCell<FlashSessionStore<Area>>>);
 
-type StoreError = FlashStoreError<WindowError<SimFlashError>>;
+/// What the node's store can fail with.
+pub type StoreError = FlashStoreError<WindowError<SimFlashError>>;
+
+impl Store {
+    /// Reads record `kind` into `buffer`: its length, `None` if it was never saved.
+    pub fn load_record(&self, kind: u8, buffer: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        self.0.borrow_mut().load_record(kind, buffer)
+    }
+
+    /// Replaces record `kind` (atomically: a cut leaves the old or the new one).
+    pub fn save_record(&self, kind: u8, record: &[u8]) -> Result<(), StoreError> {
+        self.0.borrow_mut().save_record(kind, record)
+    }
+}
 
 impl SessionStore for Store {
     type Error = StoreError;
@@ -200,6 +213,105 @@ impl fuota_node::RegionCheck for SimRegion {
     }
 }
 
+/// A simulated STM32WL55JC: its flash on the real layout, the bootloader that runs on
+/// it at each reset, and the node core's platform on top (download slot, FEC log,
+/// session store, hand-over). Clones share the chip.
+#[derive(Clone)]
+pub struct SimChip {
+    chip: Chip,
+    store: Store,
+}
+
+/// What the bootloader jumped into.
+#[derive(Debug, Clone, Copy)]
+pub struct BootedImage {
+    /// Its TS006 version.
+    pub version: u32,
+    /// Whether it runs on trial, and what became of the last update.
+    pub running: RunningImage,
+}
+
+impl SimChip {
+    /// A chip whose primary slot holds `factory_image` (never booted yet).
+    pub fn new(factory_image: &[u8]) -> Result<Self, String> {
+        let mut flash = SimFlash::for_layout(&LAYOUT);
+        flash.load(LAYOUT.primary.start, factory_image);
+        let chip: Chip = Rc::new(RefCell::new(flash));
+        let areas = LAYOUT.app_state_areas();
+        let area = |region| Area {
+            chip: chip.clone(),
+            region,
+        };
+        let store = FlashSessionStore::new(
+            [area(areas.settings[0]), area(areas.settings[1])],
+            area(areas.journal),
+        )
+        .map_err(|error| format!("the node's store: {error:?}"))?;
+        Ok(SimChip {
+            chip,
+            store: Store(Rc::new(RefCell::new(store))),
+        })
+    }
+
+    /// A reset: the bootloader (with the watchdog never firing) verifies, installs or
+    /// reverts, and jumps. An error means it halted (no bootable image).
+    pub fn boot(
+        &self,
+        trusted_keys: &[TrustedKey],
+        hardware_version: u32,
+    ) -> Result<BootedImage, String> {
+        let mut config = BootConfig::new(LAYOUT, trusted_keys);
+        config.verify_options = config.verify_options.require_hardware(hardware_version);
+        let report = boot(&mut *self.chip.borrow_mut(), &config, &mut NoWatchdog)
+            .map_err(|error| format!("bootloader: {error:?}"))?;
+        let BootDecision::Jump { image, trial } = report.decision else {
+            return Err(format!("the bootloader halted: {:?}", report.decision));
+        };
+        Ok(BootedImage {
+            version: image.version.to_ts006(),
+            running: RunningImage {
+                on_trial: trial,
+                last_update: report.state.last_update.map(LastUpdate::from),
+            },
+        })
+    }
+
+    /// The node core's parts on this chip, its random source seeded with `seed`.
+    pub fn node_parts(
+        &self,
+        config: NodeConfig,
+        seed: u64,
+        region: crate::lorawan::region::RegionName,
+    ) -> NodeParts<Board> {
+        let area = |region| Area {
+            chip: self.chip.clone(),
+            region,
+        };
+        NodeParts::<Board>::new(
+            config,
+            area(LAYOUT.download_image()),
+            area(LAYOUT.fec_log),
+            self.store.clone(),
+            SeededRng(seed),
+            SimRegion(region),
+            HandOver {
+                chip: self.chip.clone(),
+            },
+        )
+    }
+
+    /// The session store the node core uses, for the firmware's own records beside it.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the running image is confirmed (the bootloader's state is idle: no
+    /// trial, no pending update).
+    pub fn confirmed(&self) -> bool {
+        read_boot_state(&mut *self.chip.borrow_mut(), &LAYOUT).phase == Phase::Idle
+    }
+}
+
 /// A downlink the node's MAC accepted, for the node core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedDownlink {
@@ -213,8 +325,7 @@ pub struct AcceptedDownlink {
 pub struct SimNode {
     /// Provisioning.
     pub identity: NodeIdentity,
-    chip: Chip,
-    store: Store,
+    chip: SimChip,
     node: Option<FuotaNode<'static, Board>>,
     /// Simulation ms of the last reset: the node's monotonic clock starts there.
     boot_ms: u64,
@@ -241,23 +352,9 @@ impl SimNode {
         seed: u64,
         now_ms: u64,
     ) -> Result<Self, String> {
-        let mut flash = SimFlash::for_layout(&LAYOUT);
-        flash.load(LAYOUT.primary.start, factory_image);
-        let chip: Chip = Rc::new(RefCell::new(flash));
-        let areas = LAYOUT.app_state_areas();
-        let area = |region| Area {
-            chip: chip.clone(),
-            region,
-        };
-        let store = FlashSessionStore::new(
-            [area(areas.settings[0]), area(areas.settings[1])],
-            area(areas.journal),
-        )
-        .map_err(|error| format!("the node's store: {error:?}"))?;
         let mut node = SimNode {
             identity,
-            chip,
-            store: Store(Rc::new(RefCell::new(store))),
+            chip: SimChip::new(factory_image)?,
             node: None,
             boot_ms: now_ms,
             seed,
@@ -284,17 +381,11 @@ impl SimNode {
         self.class_c = None;
         self.boot_ms = now_ms;
         self.resets += 1;
-        let mut config = BootConfig::new(LAYOUT, &self.identity.trusted_keys);
-        config.verify_options = config
-            .verify_options
-            .require_hardware(self.identity.hardware_version);
-        let report = boot(&mut *self.chip.borrow_mut(), &config, &mut NoWatchdog)
-            .map_err(|error| format!("bootloader: {error:?}"))?;
-        let BootDecision::Jump { image, trial } = report.decision else {
-            return Err(format!("the bootloader halted: {:?}", report.decision));
-        };
-        self.running_version = image.version.to_ts006();
-        self.on_trial = trial;
+        let booted = self
+            .chip
+            .boot(&self.identity.trusted_keys, self.identity.hardware_version)?;
+        self.running_version = booted.version;
+        self.on_trial = booted.running.on_trial;
         let mut config = NodeConfig::new(
             self.identity.gen_app_key,
             self.running_version,
@@ -307,29 +398,11 @@ impl SimNode {
                 .push(key.clone())
                 .map_err(|_| "too many trusted keys for the node".to_string())?;
         }
-        let running = RunningImage {
-            on_trial: trial,
-            last_update: report.state.last_update.map(LastUpdate::from),
-        };
         self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let parts = NodeParts::<Board>::new(
-            config,
-            Area {
-                chip: self.chip.clone(),
-                region: LAYOUT.download_image(),
-            },
-            Area {
-                chip: self.chip.clone(),
-                region: LAYOUT.fec_log,
-            },
-            self.store.clone(),
-            SeededRng(self.seed),
-            SimRegion(self.identity.region),
-            HandOver {
-                chip: self.chip.clone(),
-            },
-        )
-        .with_running_image(running);
+        let parts = self
+            .chip
+            .node_parts(config, self.seed, self.identity.region)
+            .with_running_image(booted.running);
         // The node core borrows its workspace for its lifetime: one per boot, a few
         // resets per node in a simulation.
         let workspace: &'static mut [u8] = Box::leak(vec![0u8; WORKSPACE].into_boxed_slice());
@@ -477,7 +550,7 @@ impl SimNode {
     /// Whether the running image is confirmed (the bootloader's state is idle: no
     /// trial, no pending update).
     pub fn confirmed(&self) -> bool {
-        read_boot_state(&mut *self.chip.borrow_mut(), &LAYOUT).phase == Phase::Idle
+        self.chip.confirmed()
     }
 
     /// The download progress: (missing, total) fragments, while a session runs.

@@ -1,0 +1,715 @@
+//! The STM32WL application's loop (`fuota-device`'s `Link`: lorawan-device for OTAA and
+//! Class A, the FUOTA node, the multicast receiver, the MAC record, the transmit budget,
+//! the trial deadline) run against the agent, on virtual time.
+//!
+//! The device is the firmware's code on a simulated board: its radio transmits into the
+//! agent's simulated packet forwarder (`simulator::air`) and receives what the gateway
+//! puts on the air, in the RX windows lorawan-device opens or on the multicast channel
+//! the link listens to; its flash is the STM32WL55JC layout with the real bootloader
+//! run at every reset (`simulator::node::SimChip`). The agent is the whole service:
+//! network server (OTAA join), campaign engine, scheduler and duty cycle.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuota_agent::campaign::{
+    CampaignEngine, CampaignSpec, DeliveryChoice, DeviceStatus, ParameterOverrides, Targets,
+};
+use fuota_agent::clock::{Clock, VirtualClock, WallTime};
+use fuota_agent::firmware::{FirmwareCache, ImageSigner, ImageSpec, TrustStore};
+use fuota_agent::identifiers::{AesKey, DevEui, GatewayEui, JoinEui};
+use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
+use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
+use fuota_agent::lorawan::scheduler::SchedulerConfig;
+use fuota_agent::lorawan::time::MonotonicTime;
+use fuota_agent::network_server::NetworkServerSettings;
+use fuota_agent::packet_forwarder::{GatewayEvent, Uplink};
+use fuota_agent::service::campaigns::CampaignRequest;
+use fuota_agent::service::{Service, ServiceNotification, ServiceSettings};
+use fuota_agent::simulator::air::{self, Transmission};
+use fuota_agent::simulator::node::{SimChip, Store};
+use fuota_agent::storage::{Device, MacVersion, Storage};
+use fuota_device::{
+    Clock as DeviceClock, Credentials, DevNonceSlot, Link, LinkConfig, MacRecordStore, ResetReason,
+};
+use fuota_node::{LastUpdate, NodeConfig, RECORD_LORAWAN};
+use lora_modulation::SpreadingFactor;
+use lorawan_device::async_device::radio::{
+    PhyRxTx, RxConfig, RxMode, RxQuality, RxStatus, Timer, TxConfig,
+};
+use lorawan_device::async_device::Timings;
+use lorawan_device::region::DR;
+use lorawan_fuota::image::ImageVersion;
+use semtech_udp::push_data::{RxPk, RxPkV1, CRC};
+use tokio::sync::{mpsc, Notify};
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../node-firmware/lorawan-fuota/tests/fixtures/images"
+);
+/// 2026-11-01T00:00:00Z.
+const START_UNIX_S: i64 = 1_793_491_200;
+const FACTORY: ImageVersion = ImageVersion::new(1, 0, 0, 0);
+const TARGET: ImageVersion = ImageVersion::new(1, 1, 0, 0);
+const HARDWARE: u32 = 0x0001_0203;
+const HARDWARE_NAME: &str = "stm32wl55-nucleo";
+const DEV_EUI: u64 = 0x70b3_d57e_d00f_0001;
+const JOIN_EUI: u64 = 0x70b3_d57e_d00f_0000;
+const APP_KEY: [u8; 16] = [0x5a; 16];
+const GEN_APP_KEY: [u8; 16] = [0x6b; 16];
+const GATEWAY: u64 = 0x0016_c001_ff10_0001;
+/// How long the receiver waits for a preamble after a single window opens.
+const RX_WINDOW_US: u64 = 30_000;
+
+/// What the gateway put on the air, as the device's radio hears it.
+struct Ether {
+    clock: VirtualClock,
+    region: Region,
+    to_service: mpsc::UnboundedSender<GatewayEvent>,
+    frames: RefCell<Vec<Transmission>>,
+    arrived: Notify,
+    /// The device hears no downlink at all while false (out of the gateway's reach).
+    downlinks_reach_the_device: Cell<bool>,
+    /// One multicast frame in this many is lost.
+    multicast_loss_every: u64,
+    multicast_heard: Cell<u64>,
+    multicast_lost: Cell<u64>,
+    uplinks: Cell<u64>,
+}
+
+impl Ether {
+    fn now_us(&self) -> u64 {
+        self.clock.now().as_micros()
+    }
+
+    async fn sleep_until_us(&self, at_us: u64) {
+        tokio::time::sleep_until(self.clock.instant_at(MonotonicTime::from_micros(at_us))).await
+    }
+
+    fn data_rate_of(&self, config: &RxConfig) -> u8 {
+        air::data_rate_index(
+            &self.region,
+            spreading_factor(config.rf.bb.sf),
+            config.rf.bb.bw.hz(),
+        )
+    }
+
+    fn hears(&self, frame: &Transmission, config: &RxConfig) -> bool {
+        self.downlinks_reach_the_device.get()
+            && frame.frequency_hz == config.rf.frequency
+            && frame.data_rate == self.data_rate_of(config)
+    }
+}
+
+fn spreading_factor(sf: SpreadingFactor) -> u8 {
+    match sf {
+        SpreadingFactor::_5 => 5,
+        SpreadingFactor::_6 => 6,
+        SpreadingFactor::_7 => 7,
+        SpreadingFactor::_8 => 8,
+        SpreadingFactor::_9 => 9,
+        SpreadingFactor::_10 => 10,
+        SpreadingFactor::_11 => 11,
+        SpreadingFactor::_12 => 12,
+    }
+}
+
+/// The device's radio on the simulated air: half duplex, one configuration at a time.
+struct SimRadio {
+    ether: Rc<Ether>,
+    rx: Option<RxConfig>,
+    /// Continuous reception hears frames that start after this.
+    listening_since_us: u64,
+    /// Start of the last frame continuous reception delivered.
+    last_delivered_us: Option<u64>,
+}
+
+impl PhyRxTx for SimRadio {
+    type PhyError = String;
+    const MAX_RADIO_POWER: u8 = 14;
+
+    async fn tx(&mut self, config: TxConfig, buf: &[u8]) -> Result<u32, String> {
+        self.rx = None;
+        let len = u8::try_from(buf.len()).map_err(|_| "frame too long".to_string())?;
+        let airtime_us = u64::from(config.rf.bb.time_on_air_us(Some(8), true, len));
+        let end_us = self.ether.now_us() + airtime_us;
+        self.ether.sleep_until_us(end_us).await;
+        let datr = format!(
+            "SF{}BW{}",
+            spreading_factor(config.rf.bb.sf),
+            config.rf.bb.bw.hz() / 1_000
+        );
+        let rxpk = RxPk::V1(RxPkV1 {
+            chan: 0,
+            codr: Some(semtech_udp::CodingRate::_4_5),
+            size: buf.len() as u64,
+            data: buf.to_vec(),
+            datr: datr.parse().map_err(|_| format!("data rate {datr}"))?,
+            freq: f64::from(config.rf.frequency) / 1e6,
+            lsnr: 7.0,
+            modu: semtech_udp::Modulation::LORA,
+            rfch: 0,
+            rssi: -90,
+            rssis: None,
+            stat: CRC::OK,
+            // The concentrator's counter at the end of the frame: RX1 opens 1 s later.
+            tmst: self.ether.now_us() as u32,
+            time: None,
+        });
+        self.ether.uplinks.set(self.ether.uplinks.get() + 1);
+        let _ = self
+            .ether
+            .to_service
+            .send(GatewayEvent::Uplink(Box::new(Uplink {
+                gateway: GatewayEui::from(GATEWAY),
+                rxpk,
+                gps_time_ms: None,
+                received_at: self.ether.clock.now(),
+            })));
+        Ok(0)
+    }
+
+    async fn setup_rx(&mut self, config: RxConfig) -> Result<(), String> {
+        if matches!(config.mode, RxMode::Continuous) {
+            self.listening_since_us = self.ether.now_us();
+        }
+        self.rx = Some(config);
+        Ok(())
+    }
+
+    async fn rx_continuous(&mut self, buf: &mut [u8]) -> Result<(usize, RxQuality), String> {
+        let config = self.rx.ok_or("continuous reception without a setup")?;
+        loop {
+            let arrived = self.ether.arrived.notified();
+            let mut arrived = std::pin::pin!(arrived);
+            arrived.as_mut().enable();
+            let next = self
+                .ether
+                .frames
+                .borrow()
+                .iter()
+                .filter(|frame| {
+                    frame.start_us >= self.listening_since_us
+                        && self
+                            .last_delivered_us
+                            .is_none_or(|last| frame.start_us > last)
+                        && self.ether.hears(frame, &config)
+                })
+                .min_by_key(|frame| frame.start_us)
+                .cloned();
+            let Some(frame) = next else {
+                arrived.await;
+                continue;
+            };
+            self.ether.sleep_until_us(frame.end_us).await;
+            self.last_delivered_us = Some(frame.start_us);
+            let heard = self.ether.multicast_heard.get() + 1;
+            self.ether.multicast_heard.set(heard);
+            if heard.is_multiple_of(self.ether.multicast_loss_every) {
+                self.ether
+                    .multicast_lost
+                    .set(self.ether.multicast_lost.get() + 1);
+                continue;
+            }
+            buf[..frame.phy_payload.len()].copy_from_slice(&frame.phy_payload);
+            return Ok((frame.phy_payload.len(), RxQuality::new(-95, 5)));
+        }
+    }
+
+    async fn rx_single(&mut self, buf: &mut [u8]) -> Result<RxStatus, String> {
+        let config = self.rx.ok_or("a receive window without a setup")?;
+        let opened_us = self.ether.now_us();
+        self.ether.sleep_until_us(opened_us + RX_WINDOW_US).await;
+        let found = self
+            .ether
+            .frames
+            .borrow()
+            .iter()
+            .find(|frame| {
+                frame.start_us + 5_000 >= opened_us
+                    && frame.start_us <= opened_us + RX_WINDOW_US
+                    && self.ether.hears(frame, &config)
+            })
+            .cloned();
+        let Some(frame) = found else {
+            return Ok(RxStatus::RxTimeout);
+        };
+        self.ether.sleep_until_us(frame.end_us).await;
+        buf[..frame.phy_payload.len()].copy_from_slice(&frame.phy_payload);
+        Ok(RxStatus::Rx(
+            frame.phy_payload.len(),
+            RxQuality::new(-90, 7),
+        ))
+    }
+}
+
+impl Timings for SimRadio {
+    fn get_rx_window_lead_time_ms(&self) -> u32 {
+        0
+    }
+}
+
+/// lorawan-device's timer on the virtual clock.
+struct SimTimer {
+    reference: tokio::time::Instant,
+}
+
+impl Timer for SimTimer {
+    fn reset(&mut self) {
+        self.reference = tokio::time::Instant::now();
+    }
+
+    async fn at(&mut self, millis: u64) {
+        tokio::time::sleep_until(self.reference + Duration::from_millis(millis)).await
+    }
+
+    async fn delay_ms(&mut self, millis: u64) {
+        tokio::time::sleep(Duration::from_millis(millis)).await
+    }
+}
+
+/// The device's monotonic clock: milliseconds since its last reset.
+struct BoardClock {
+    boot: tokio::time::Instant,
+}
+
+impl DeviceClock for BoardClock {
+    fn now(&self) -> fuota_node::Instant {
+        fuota_node::Instant::from_millis(self.boot.elapsed().as_millis() as u64)
+    }
+
+    async fn sleep_until(&self, at: fuota_node::Instant) {
+        tokio::time::sleep_until(self.boot + Duration::from_millis(at.as_millis())).await
+    }
+}
+
+/// splitmix64: the board's random source.
+struct BoardRng(u64);
+
+impl lorawan_device::RngCore for BoardRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for byte in dest {
+            *byte = self.next_u32() as u8;
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// The firmware's MAC record, beside the node's records in the chip's store.
+struct MacRecords(Store);
+
+impl MacRecordStore for MacRecords {
+    type Error = String;
+
+    fn load_mac_record(&mut self, buffer: &mut [u8]) -> Result<Option<usize>, String> {
+        self.0
+            .load_record(RECORD_LORAWAN, buffer)
+            .map_err(|error| format!("{error:?}"))
+    }
+
+    fn save_mac_record(&mut self, record: &[u8]) -> Result<(), String> {
+        self.0
+            .save_record(RECORD_LORAWAN, record)
+            .map_err(|error| format!("{error:?}"))
+    }
+}
+
+/// What the device did, boot by boot.
+#[derive(Debug, Default)]
+struct DeviceLog {
+    /// (version, on trial, what became of the last update) at each boot.
+    boots: Vec<(u32, bool, Option<LastUpdate>)>,
+    /// Why the link stopped, each time.
+    resets: Vec<ResetReason>,
+    /// How long each boot ran, virtual seconds.
+    ran_s: Vec<u64>,
+    /// The MAC record's next DevNonce when the link stopped.
+    next_dev_nonce: Vec<u16>,
+}
+
+fn link_config() -> LinkConfig {
+    LinkConfig {
+        credentials: Credentials {
+            dev_eui: DEV_EUI.to_be_bytes(),
+            join_eui: JOIN_EUI.to_be_bytes(),
+            app_key: APP_KEY,
+        },
+        region: lorawan_device::region::Region::EU868,
+        resume_session_after_reset: true,
+        uplink_fport: 1,
+        uplink_period: Duration::from_secs(120),
+        confirmed_uplink_every: 12,
+        rejoin_after_unanswered: 3,
+        trial_deadline: Duration::from_secs(30 * 60),
+    }
+}
+
+/// The device: the bootloader, then the firmware's link until it asks for a reset,
+/// again and again. Returns only if the bootloader halts. With `deaf_on_trial`, no
+/// downlink reaches the device while its image is on trial.
+async fn run_device(
+    chip: SimChip,
+    ether: Rc<Ether>,
+    trust: TrustStore,
+    log: Rc<RefCell<DeviceLog>>,
+    deaf_on_trial: bool,
+) -> String {
+    let dev_nonce_slot = DevNonceSlot::new();
+    let mut seed = 0x5eed_u64;
+    loop {
+        let booted = match chip.boot(trust.keys(), HARDWARE) {
+            Ok(booted) => booted,
+            Err(error) => return error,
+        };
+        log.borrow_mut().boots.push((
+            booted.version,
+            booted.running.on_trial,
+            booted.running.last_update,
+        ));
+        ether
+            .downlinks_reach_the_device
+            .set(!(deaf_on_trial && booted.running.on_trial));
+        let booted_at = tokio::time::Instant::now();
+        seed = seed.wrapping_add(1);
+        let radio = SimRadio {
+            ether: ether.clone(),
+            rx: None,
+            listening_since_us: 0,
+            last_delivered_us: None,
+        };
+        let mut link = Link::new(
+            link_config(),
+            radio,
+            SimTimer {
+                reference: tokio::time::Instant::now(),
+            },
+            BoardRng(seed),
+            Some(MacRecords(chip.store().clone())),
+            &dev_nonce_slot,
+            BoardClock {
+                boot: tokio::time::Instant::now(),
+            },
+        );
+        // As the network's ADR would: SF7, so that an exchange takes seconds.
+        link.device().set_datarate(DR::_5);
+        let mut config = NodeConfig::new(AesKey::from_bytes(GEN_APP_KEY), booted.version, HARDWARE);
+        config.max_uplink_payload = 51;
+        for key in trust.keys() {
+            if config.trusted_keys.push(key.clone()).is_err() {
+                return "too many trusted keys".into();
+            }
+        }
+        let parts = chip
+            .node_parts(config, seed, RegionName::Eu868)
+            .with_running_image(booted.running);
+        let mut workspace = vec![0u8; 16 * 1024];
+        let reason = link.run(parts, &mut workspace).await;
+        let mut log = log.borrow_mut();
+        log.resets.push(reason);
+        log.ran_s.push(booted_at.elapsed().as_secs());
+        log.next_dev_nonce.push(link.mac_record().next_dev_nonce);
+    }
+}
+
+/// Moves what the gateway transmits onto the device's air.
+async fn carry_transmissions(mut on_air: mpsc::UnboundedReceiver<Transmission>, ether: Rc<Ether>) {
+    while let Some(transmission) = on_air.recv().await {
+        ether.frames.borrow_mut().push(transmission);
+        ether.arrived.notify_waiters();
+    }
+}
+
+/// The agent with one device registered for OTAA (not joined), an image of [`TARGET`]
+/// in its cache, and a running multicast campaign for the device's hardware.
+struct Setup {
+    _directory: tempfile::TempDir,
+    service: Service<air::SimulatedLink>,
+    notifications: mpsc::Receiver<ServiceNotification>,
+    air: air::AirSide,
+    clock: VirtualClock,
+    chip: SimChip,
+    trust: TrustStore,
+    campaign_id: fuota_agent::campaign::CampaignId,
+}
+
+fn setup(image_body: usize) -> Setup {
+    let directory = tempfile::tempdir().unwrap();
+    let database = directory.path().join("agent.db");
+    let images = directory.path().join("images");
+    let start = WallTime::from_unix_seconds(START_UNIX_S);
+    let trust = TrustStore::load(&[PathBuf::from(FIXTURES).join("pubkey.pem")]).unwrap();
+    let signer = ImageSigner::load(&PathBuf::from(FIXTURES).join("key.pem")).unwrap();
+    let sign = |version: ImageVersion, len: usize| {
+        let body: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut spec = ImageSpec::new(version);
+        spec.hardware_version = Some(HARDWARE);
+        signer.sign_image(&body, &spec).unwrap()
+    };
+    let chip = SimChip::new(&sign(FACTORY, 4 * 1024)).unwrap();
+
+    let mut storage = Storage::open(&database).unwrap();
+    let cache = FirmwareCache::open(&images, trust.clone()).unwrap();
+    let image_sha256 = cache
+        .import_mcuboot(
+            &mut storage,
+            &sign(TARGET, image_body),
+            "app-1.1.0.bin",
+            start,
+        )
+        .unwrap()
+        .record()
+        .sha256
+        .clone();
+    let mut device = Device::new(
+        DevEui::from(DEV_EUI),
+        JoinEui::from(JOIN_EUI),
+        MacVersion::V1_0_4,
+    );
+    device.app_key = Some(AesKey::from_bytes(APP_KEY));
+    device.gen_app_key = Some(AesKey::from_bytes(GEN_APP_KEY));
+    device.hardware_version = Some(HARDWARE_NAME.into());
+    storage
+        .write(|tx| tx.insert_device(&device, start))
+        .unwrap();
+
+    let region = || Region::new(RegionName::Eu868, RegionOptions::default());
+    let engine = CampaignEngine::load(&storage, region(), cache).unwrap();
+    let clock = VirtualClock::new(start);
+    let (transport, air) = air::packet_forwarder(clock.clone(), region());
+    let settings = ServiceSettings {
+        region: region(),
+        network_server: NetworkServerSettings::default(),
+        scheduler: SchedulerConfig::default(),
+        duty_cycle: DutyCycleConfig::default(),
+        tx_power_dbm: None,
+    };
+    let (service, _handle, notifications) = Service::new(
+        settings,
+        storage,
+        air::SimulatedLink::Memory(transport),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let mut service = service.with_campaigns(engine);
+    let spec = CampaignSpec {
+        name: "device link".into(),
+        image_sha256,
+        targets: Targets::HardwareVersion {
+            hardware_version: HARDWARE_NAME.into(),
+        },
+        delivery: DeliveryChoice::Multicast,
+        overrides: ParameterOverrides {
+            data_rate: Some(5),
+            ..ParameterOverrides::default()
+        },
+    };
+    let campaign_id = service
+        .campaign_request(CampaignRequest::Create(Box::new(spec)))
+        .unwrap();
+    service
+        .campaign_request(CampaignRequest::Start(campaign_id))
+        .unwrap();
+    Setup {
+        _directory: directory,
+        service,
+        notifications,
+        air,
+        clock,
+        chip,
+        trust,
+        campaign_id,
+    }
+}
+
+/// What the campaign came to, and how many joins the agent accepted on the way.
+async fn campaign_results(
+    notifications: &mut mpsc::Receiver<ServiceNotification>,
+    campaign_id: fuota_agent::campaign::CampaignId,
+    joins: &Cell<u32>,
+) -> BTreeMap<DeviceStatus, usize> {
+    while let Some(notification) = notifications.recv().await {
+        match notification {
+            ServiceNotification::Joined { .. } => joins.set(joins.get() + 1),
+            ServiceNotification::CampaignFinished {
+                campaign_id: id,
+                results,
+            } if id == campaign_id => return results,
+            _ => {}
+        }
+    }
+    panic!("the service stopped notifying");
+}
+
+/// How a campaign run went.
+struct Run {
+    results: BTreeMap<DeviceStatus, usize>,
+    log: DeviceLog,
+    ether: Rc<Ether>,
+    chip: SimChip,
+    joins: u32,
+}
+
+/// Runs the agent and the device until the campaign is over.
+async fn run_campaign(image_body: usize, deaf_on_trial: bool) -> Run {
+    let Setup {
+        _directory,
+        service,
+        mut notifications,
+        air,
+        clock,
+        chip,
+        trust,
+        campaign_id,
+    } = setup(image_body);
+    let ether = Rc::new(Ether {
+        clock,
+        region: Region::new(RegionName::Eu868, RegionOptions::default()),
+        to_service: air.to_service.clone(),
+        frames: RefCell::new(Vec::new()),
+        arrived: Notify::new(),
+        downlinks_reach_the_device: Cell::new(true),
+        multicast_loss_every: 10,
+        multicast_heard: Cell::new(0),
+        multicast_lost: Cell::new(0),
+        uplinks: Cell::new(0),
+    });
+    let log = Rc::new(RefCell::new(DeviceLog::default()));
+    let joins = Cell::new(0);
+    let started = tokio::time::Instant::now();
+    let device = run_device(
+        chip.clone(),
+        ether.clone(),
+        trust.clone(),
+        log.clone(),
+        deaf_on_trial,
+    );
+    let results = tokio::select! {
+        outcome = service.run(std::future::pending()) => panic!("the agent stopped: {:?}", outcome.err()),
+        halted = device => panic!("the device stopped: {halted}"),
+        () = carry_transmissions(air.on_air, ether.clone()) => panic!("the gateway stopped"),
+        results = campaign_results(&mut notifications, campaign_id, &joins) => results,
+        () = tokio::time::sleep(Duration::from_secs(6 * 3600)) => panic!("no result in 6 virtual hours; device: {:?}", log.borrow()),
+    };
+    let log = log.take();
+    eprintln!(
+        "campaign over in {} virtual s: {results:?}; {} uplinks, {} multicast frames heard, {} lost; {:?}",
+        started.elapsed().as_secs(),
+        ether.uplinks.get(),
+        ether.multicast_heard.get(),
+        ether.multicast_lost.get(),
+        log
+    );
+    Run {
+        results,
+        log,
+        ether,
+        chip,
+        joins: joins.get(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_the_agent() {
+    let Run {
+        results,
+        log,
+        ether,
+        chip,
+        joins,
+    } = run_campaign(6 * 1024, false).await;
+    assert_eq!(
+        results.get(&DeviceStatus::Successful),
+        Some(&1),
+        "{results:?}; device: {log:?}"
+    );
+    assert!(
+        ether.multicast_lost.get() > 0,
+        "the FEC had something to do"
+    );
+    // Factory image, then the update on trial (what became of it is recorded once it
+    // confirms or is reverted); the link confirmed it on its first downlink.
+    assert_eq!(
+        log.boots,
+        vec![
+            (FACTORY.to_ts006(), false, None),
+            (TARGET.to_ts006(), true, None)
+        ]
+    );
+    assert_eq!(
+        log.resets,
+        vec![ResetReason::Reboot {
+            install_update: true
+        }]
+    );
+    assert!(chip.confirmed(), "the new image confirmed itself");
+    // One join (DevNonce 0), and the session resumed after the update's reboot: the
+    // agent accepted the new image's uplinks without a second join.
+    assert_eq!(joins, 1);
+    assert_eq!(log.next_dev_nonce, vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_that_hears_no_downlink_on_trial_is_reset_at_its_deadline_and_reverted() {
+    let Run {
+        results,
+        log,
+        chip,
+        joins,
+        ..
+    } = run_campaign(2 * 1024, true).await;
+    assert_eq!(
+        log.boots,
+        vec![
+            (FACTORY.to_ts006(), false, None),
+            (TARGET.to_ts006(), true, None),
+            (
+                FACTORY.to_ts006(),
+                false,
+                Some(LastUpdate::Reverted {
+                    version: TARGET.to_ts006()
+                })
+            ),
+        ],
+        "{results:?}"
+    );
+    assert_eq!(
+        log.resets[..2],
+        [
+            ResetReason::Reboot {
+                install_update: true
+            },
+            ResetReason::TrialExpired
+        ]
+    );
+    // The deadline, not before: 30 minutes after the start of the image on trial.
+    assert_eq!(log.ran_s[1], 30 * 60);
+    assert!(chip.confirmed(), "the factory image runs confirmed again");
+    // The agent learns it from the version the device reports after the revert.
+    assert_eq!(
+        results,
+        BTreeMap::from([(DeviceStatus::VersionMismatch, 1)]),
+        "{results:?}"
+    );
+    // The old image resumed the session: no second join.
+    assert_eq!(joins, 1);
+}
