@@ -78,7 +78,8 @@ struct Ether {
     multicast_loss_every: u64,
     multicast_heard: Cell<u64>,
     multicast_lost: Cell<u64>,
-    uplinks: Cell<u64>,
+    /// Every uplink the device transmitted: (start, end), virtual µs.
+    uplinks: RefCell<Vec<(u64, u64)>>,
 }
 
 impl Ether {
@@ -136,7 +137,8 @@ impl PhyRxTx for SimRadio {
         self.rx = None;
         let len = u8::try_from(buf.len()).map_err(|_| "frame too long".to_string())?;
         let airtime_us = u64::from(config.rf.bb.time_on_air_us(Some(8), true, len));
-        let end_us = self.ether.now_us() + airtime_us;
+        let start_us = self.ether.now_us();
+        let end_us = start_us + airtime_us;
         self.ether.sleep_until_us(end_us).await;
         let datr = format!(
             "SF{}BW{}",
@@ -160,7 +162,7 @@ impl PhyRxTx for SimRadio {
             tmst: self.ether.now_us() as u32,
             time: None,
         });
-        self.ether.uplinks.set(self.ether.uplinks.get() + 1);
+        self.ether.uplinks.borrow_mut().push((start_us, end_us));
         let _ = self
             .ether
             .to_service
@@ -347,7 +349,7 @@ struct DeviceLog {
     next_dev_nonce: Vec<u16>,
 }
 
-fn link_config() -> LinkConfig {
+fn link_config(resume_session_after_reset: bool) -> LinkConfig {
     LinkConfig {
         credentials: Credentials {
             dev_eui: DEV_EUI.to_be_bytes(),
@@ -355,7 +357,7 @@ fn link_config() -> LinkConfig {
             app_key: APP_KEY,
         },
         region: lorawan_device::region::Region::EU868,
-        resume_session_after_reset: true,
+        resume_session_after_reset,
         uplink_fport: 1,
         uplink_period: Duration::from_secs(120),
         confirmed_uplink_every: 12,
@@ -364,15 +366,25 @@ fn link_config() -> LinkConfig {
     }
 }
 
+/// What happens around the device.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    /// Size of the update's body, bytes.
+    image_body: usize,
+    /// No downlink reaches the device while its image is on trial.
+    deaf_on_trial: bool,
+    /// The firmware's `resume_session_after_reset`.
+    resume_session: bool,
+}
+
 /// The device: the bootloader, then the firmware's link until it asks for a reset,
-/// again and again. Returns only if the bootloader halts. With `deaf_on_trial`, no
-/// downlink reaches the device while its image is on trial.
+/// again and again. Returns only if the bootloader halts.
 async fn run_device(
     chip: SimChip,
     ether: Rc<Ether>,
     trust: TrustStore,
     log: Rc<RefCell<DeviceLog>>,
-    deaf_on_trial: bool,
+    scenario: Scenario,
 ) -> String {
     let dev_nonce_slot = DevNonceSlot::new();
     let mut seed = 0x5eed_u64;
@@ -388,7 +400,7 @@ async fn run_device(
         ));
         ether
             .downlinks_reach_the_device
-            .set(!(deaf_on_trial && booted.running.on_trial));
+            .set(!(scenario.deaf_on_trial && booted.running.on_trial));
         let booted_at = tokio::time::Instant::now();
         seed = seed.wrapping_add(1);
         let radio = SimRadio {
@@ -398,7 +410,7 @@ async fn run_device(
             last_delivered_us: None,
         };
         let mut link = Link::new(
-            link_config(),
+            link_config(scenario.resume_session),
             radio,
             SimTimer {
                 reference: tokio::time::Instant::now(),
@@ -443,6 +455,7 @@ async fn carry_transmissions(mut on_air: mpsc::UnboundedReceiver<Transmission>, 
 /// in its cache, and a running multicast campaign for the device's hardware.
 struct Setup {
     _directory: tempfile::TempDir,
+    database: PathBuf,
     service: Service<air::SimulatedLink>,
     notifications: mpsc::Receiver<ServiceNotification>,
     air: air::AirSide,
@@ -531,6 +544,7 @@ fn setup(image_body: usize) -> Setup {
         .unwrap();
     Setup {
         _directory: directory,
+        database,
         service,
         notifications,
         air,
@@ -562,6 +576,9 @@ async fn campaign_results(
 
 /// How a campaign run went.
 struct Run {
+    _directory: tempfile::TempDir,
+    /// The agent's database, after the run.
+    storage: Storage,
     results: BTreeMap<DeviceStatus, usize>,
     log: DeviceLog,
     ether: Rc<Ether>,
@@ -570,9 +587,10 @@ struct Run {
 }
 
 /// Runs the agent and the device until the campaign is over.
-async fn run_campaign(image_body: usize, deaf_on_trial: bool) -> Run {
+async fn run_campaign(scenario: Scenario) -> Run {
     let Setup {
         _directory,
+        database,
         service,
         mut notifications,
         air,
@@ -580,7 +598,7 @@ async fn run_campaign(image_body: usize, deaf_on_trial: bool) -> Run {
         chip,
         trust,
         campaign_id,
-    } = setup(image_body);
+    } = setup(scenario.image_body);
     let ether = Rc::new(Ether {
         clock,
         region: Region::new(RegionName::Eu868, RegionOptions::default()),
@@ -591,7 +609,7 @@ async fn run_campaign(image_body: usize, deaf_on_trial: bool) -> Run {
         multicast_loss_every: 10,
         multicast_heard: Cell::new(0),
         multicast_lost: Cell::new(0),
-        uplinks: Cell::new(0),
+        uplinks: RefCell::new(Vec::new()),
     });
     let log = Rc::new(RefCell::new(DeviceLog::default()));
     let joins = Cell::new(0);
@@ -601,7 +619,7 @@ async fn run_campaign(image_body: usize, deaf_on_trial: bool) -> Run {
         ether.clone(),
         trust.clone(),
         log.clone(),
-        deaf_on_trial,
+        scenario,
     );
     let results = tokio::select! {
         outcome = service.run(std::future::pending()) => panic!("the agent stopped: {:?}", outcome.err()),
@@ -614,12 +632,14 @@ async fn run_campaign(image_body: usize, deaf_on_trial: bool) -> Run {
     eprintln!(
         "campaign over in {} virtual s: {results:?}; {} uplinks, {} multicast frames heard, {} lost; {:?}",
         started.elapsed().as_secs(),
-        ether.uplinks.get(),
+        ether.uplinks.borrow().len(),
         ether.multicast_heard.get(),
         ether.multicast_lost.get(),
         log
     );
     Run {
+        storage: Storage::open_reader(&database).unwrap(),
+        _directory,
         results,
         log,
         ether,
@@ -636,7 +656,14 @@ async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_
         ether,
         chip,
         joins,
-    } = run_campaign(6 * 1024, false).await;
+        storage,
+        ..
+    } = run_campaign(Scenario {
+        image_body: 6 * 1024,
+        deaf_on_trial: false,
+        resume_session: true,
+    })
+    .await;
     assert_eq!(
         results.get(&DeviceStatus::Successful),
         Some(&1),
@@ -666,6 +693,64 @@ async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_
     // agent accepted the new image's uplinks without a second join.
     assert_eq!(joins, 1);
     assert_eq!(log.next_dev_nonce, vec![1]);
+    assert_eq!(
+        storage
+            .highest_dev_nonce(DevEui::from(DEV_EUI), JoinEui::from(JOIN_EUI))
+            .unwrap(),
+        Some(0)
+    );
+    assert_within_duty_cycle(&ether.uplinks.borrow());
+}
+
+/// Each transmission is followed by at least 99 times its airtime of silence (EU868's
+/// 1 % sub-bands), to the millisecond.
+fn assert_within_duty_cycle(uplinks: &[(u64, u64)]) {
+    assert!(uplinks.len() > 10, "{} uplinks", uplinks.len());
+    for pair in uplinks.windows(2) {
+        let ((start, end), (next_start, _)) = (pair[0], pair[1]);
+        let off_time = (end - start) * 99;
+        assert!(
+            next_start + 1_000 >= end + off_time,
+            "an uplink at {next_start} µs, {} ms after one of {} µs on air (at {start} µs)",
+            (next_start - end) / 1_000,
+            end - start
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_that_joins_again_after_the_updates_reboot_uses_the_next_dev_nonce() {
+    let Run {
+        results,
+        log,
+        ether,
+        joins,
+        storage,
+        ..
+    } = run_campaign(Scenario {
+        image_body: 2 * 1024,
+        deaf_on_trial: false,
+        resume_session: false,
+    })
+    .await;
+    assert_eq!(
+        results,
+        BTreeMap::from([(DeviceStatus::Successful, 1)]),
+        "{log:?}"
+    );
+    // DevNonce 0 at the first join, 1 after the reboot: the counter survived it, went
+    // through lorawan-device's RNG, and the agent (LoRaWAN 1.0.4) accepted it as new.
+    assert_eq!(joins, 2);
+    assert_eq!(log.next_dev_nonce, vec![1]);
+    let dev_eui = DevEui::from(DEV_EUI);
+    assert_eq!(
+        storage
+            .highest_dev_nonce(dev_eui, JoinEui::from(JOIN_EUI))
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(storage.dev_nonce_count(dev_eui).unwrap(), 2);
+    assert_within_duty_cycle(&ether.uplinks.borrow());
 }
 
 #[tokio::test(start_paused = true)]
@@ -676,7 +761,12 @@ async fn an_update_that_hears_no_downlink_on_trial_is_reset_at_its_deadline_and_
         chip,
         joins,
         ..
-    } = run_campaign(2 * 1024, true).await;
+    } = run_campaign(Scenario {
+        image_body: 2 * 1024,
+        deaf_on_trial: true,
+        resume_session: true,
+    })
+    .await;
     assert_eq!(
         log.boots,
         vec![

@@ -6,7 +6,7 @@
 //!   request's DevNonce from its RNG (the first draw of a join), so the RNG it is given
 //!   is a [`DevNonceRng`]: [`MacState::before_join`] saves the advanced counter, then
 //!   arms the shared [`DevNonceSlot`] so that the RNG returns the counter's value for
-//!   that one draw.
+//!   that one draw (byte-swapped: see [`DevNonceRng`]).
 //! - **Session across resets.** After a reset (an update's reboot included) the device
 //!   starts with the saved session instead of joining again; FCntUp continues from the
 //!   saved reservation, so no counter is reused ([`MacState::before_uplink`] saves once
@@ -91,7 +91,11 @@ impl<'a, G> DevNonceRng<'a, G> {
 impl<G: RngCore> RngCore for DevNonceRng<'_, G> {
     fn next_u32(&mut self) -> u32 {
         match self.slot.take() {
-            Some(dev_nonce) => u32::from(dev_nonce),
+            // lorawan-device turns the draw into the join request's DevNonce through
+            // `lorawan`'s `From<u16> for DevNonce`, which lays the value out big-endian,
+            // while the field goes on air little-endian (LoRaWAN 1.0.4 §4.3.2): the bytes
+            // are swapped here so that the network reads the counter's value.
+            Some(dev_nonce) => u32::from(dev_nonce.swap_bytes()),
             None => self.rng.next_u32(),
         }
     }

@@ -69,6 +69,15 @@ fn session(dev_addr: u32, fcnt_up: u32, fcnt_down: u32) -> Session {
     session
 }
 
+/// The DevNonce field of the join request lorawan-device builds from a draw, as the
+/// network reads it (little-endian on air).
+fn dev_nonce_on_air(draw: u32) -> u16 {
+    // lorawan-device: `DevNonce::from(rng.next_u32() as u16)`, copied into the frame.
+    let field = lorawan::parser::DevNonce::<[u8; 2]>::from(draw as u16);
+    let bytes: &[u8] = field.as_ref();
+    u16::from_le_bytes([bytes[0], bytes[1]])
+}
+
 #[test]
 fn a_join_draws_the_saved_dev_nonce_once_and_the_counter_survives_a_reset() {
     let store = RamStore::default();
@@ -78,7 +87,11 @@ fn a_join_draws_the_saved_dev_nonce_once_and_the_counter_survives_a_reset() {
     assert_eq!(rng.next_u32(), 0xABCD_1234, "not armed: the RNG's own draw");
 
     assert_eq!(mac.before_join(), Ok(0));
-    assert_eq!(rng.next_u32(), 0, "the join request's draw is the counter");
+    assert_eq!(
+        dev_nonce_on_air(rng.next_u32()),
+        0,
+        "the join request's draw is the counter"
+    );
     assert_eq!(rng.next_u32(), 0xABCD_1234, "only once");
     mac.after_join_request();
 
@@ -92,7 +105,18 @@ fn a_join_draws_the_saved_dev_nonce_once_and_the_counter_survives_a_reset() {
     let mut rng = DevNonceRng::new(FixedRng, &slot);
     let mut mac = MacState::load(Some(store), &slot);
     assert_eq!(mac.before_join(), Ok(2));
-    assert_eq!(rng.next_u32(), 2);
+    assert_eq!(dev_nonce_on_air(rng.next_u32()), 2);
+    // Past one byte too (the order of the two on air matters).
+    let record = fuota_node::MacRecord {
+        next_dev_nonce: 0x0123,
+        session: None,
+    };
+    let mut store = RamStore::default();
+    let (bytes, len) = record.encode();
+    store.save_mac_record(&bytes[..len]).unwrap();
+    let mut mac = MacState::load(Some(store), &slot);
+    assert_eq!(mac.before_join(), Ok(0x0123));
+    assert_eq!(dev_nonce_on_air(rng.next_u32()), 0x0123);
 }
 
 #[test]
