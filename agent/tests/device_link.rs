@@ -36,7 +36,7 @@ use fuota_agent::storage::{Device, MacVersion, Storage};
 use fuota_device::{
     Clock as DeviceClock, Credentials, DevNonceSlot, Link, LinkConfig, MacRecordStore, ResetReason,
 };
-use fuota_node::{LastUpdate, NodeConfig, RECORD_LORAWAN};
+use fuota_node::{LastUpdate, MacRecord, NodeConfig, RECORD_LORAWAN};
 use lora_modulation::SpreadingFactor;
 use lorawan_device::async_device::radio::{
     PhyRxTx, RxConfig, RxMode, RxQuality, RxStatus, Timer, TxConfig,
@@ -74,6 +74,12 @@ struct Ether {
     arrived: Notify,
     /// The device hears no downlink at all while false (out of the gateway's reach).
     downlinks_reach_the_device: Cell<bool>,
+    /// Nor any that starts in this span, virtual µs.
+    deaf_us: Option<(u64, u64)>,
+    /// The radio fails every transmission from this many uplinks on.
+    radio_fails_after: Option<usize>,
+    /// Transmissions that failed.
+    failed_transmissions: RefCell<Vec<u64>>,
     /// One multicast frame in this many is lost.
     multicast_loss_every: u64,
     multicast_heard: Cell<u64>,
@@ -101,6 +107,9 @@ impl Ether {
 
     fn hears(&self, frame: &Transmission, config: &RxConfig) -> bool {
         self.downlinks_reach_the_device.get()
+            && self
+                .deaf_us
+                .is_none_or(|(from, to)| !(from..to).contains(&frame.start_us))
             && frame.frequency_hz == config.rf.frequency
             && frame.data_rate == self.data_rate_of(config)
     }
@@ -135,6 +144,17 @@ impl PhyRxTx for SimRadio {
 
     async fn tx(&mut self, config: TxConfig, buf: &[u8]) -> Result<u32, String> {
         self.rx = None;
+        if self
+            .ether
+            .radio_fails_after
+            .is_some_and(|after| self.ether.uplinks.borrow().len() >= after)
+        {
+            // The radio does not answer: the driver gives up after its timeout.
+            let now_us = self.ether.now_us();
+            self.ether.failed_transmissions.borrow_mut().push(now_us);
+            self.ether.sleep_until_us(now_us + 100_000).await;
+            return Err("the radio does not answer".into());
+        }
         let len = u8::try_from(buf.len()).map_err(|_| "frame too long".to_string())?;
         let airtime_us = u64::from(config.rf.bb.time_on_air_us(Some(8), true, len));
         let start_us = self.ether.now_us();
@@ -375,6 +395,38 @@ struct Scenario {
     deaf_on_trial: bool,
     /// The firmware's `resume_session_after_reset`.
     resume_session: bool,
+    /// Run an update campaign (until it is over); without one, run for `limit`.
+    campaign: bool,
+    /// How long the run may take, virtual time.
+    limit: Duration,
+    /// No downlink reaches the device in this span of virtual time.
+    deaf: Option<(Duration, Duration)>,
+    /// The radio fails from this many uplinks on.
+    radio_fails_after: Option<usize>,
+}
+
+impl Scenario {
+    /// An update campaign of `image_body` bytes, nothing in the way.
+    fn update(image_body: usize) -> Self {
+        Scenario {
+            image_body,
+            deaf_on_trial: false,
+            resume_session: true,
+            campaign: true,
+            limit: Duration::from_secs(6 * 3600),
+            deaf: None,
+            radio_fails_after: None,
+        }
+    }
+
+    /// No campaign: the device on its own for `limit`.
+    fn quiet(limit: Duration) -> Self {
+        Scenario {
+            campaign: false,
+            limit,
+            ..Scenario::update(1024)
+        }
+    }
 }
 
 /// The device: the bootloader, then the firmware's link until it asks for a reset,
@@ -462,10 +514,10 @@ struct Setup {
     clock: VirtualClock,
     chip: SimChip,
     trust: TrustStore,
-    campaign_id: fuota_agent::campaign::CampaignId,
+    campaign_id: Option<fuota_agent::campaign::CampaignId>,
 }
 
-fn setup(image_body: usize) -> Setup {
+fn setup(image_body: usize, campaign: bool) -> Setup {
     let directory = tempfile::tempdir().unwrap();
     let database = directory.path().join("agent.db");
     let images = directory.path().join("images");
@@ -536,12 +588,15 @@ fn setup(image_body: usize) -> Setup {
             ..ParameterOverrides::default()
         },
     };
-    let campaign_id = service
-        .campaign_request(CampaignRequest::Create(Box::new(spec)))
-        .unwrap();
-    service
-        .campaign_request(CampaignRequest::Start(campaign_id))
-        .unwrap();
+    let campaign_id = campaign.then(|| {
+        let id = service
+            .campaign_request(CampaignRequest::Create(Box::new(spec)))
+            .unwrap();
+        service
+            .campaign_request(CampaignRequest::Start(id))
+            .unwrap();
+        id
+    });
     Setup {
         _directory: directory,
         database,
@@ -558,7 +613,7 @@ fn setup(image_body: usize) -> Setup {
 /// What the campaign came to, and how many joins the agent accepted on the way.
 async fn campaign_results(
     notifications: &mut mpsc::Receiver<ServiceNotification>,
-    campaign_id: fuota_agent::campaign::CampaignId,
+    campaign_id: Option<fuota_agent::campaign::CampaignId>,
     joins: &Cell<u32>,
 ) -> BTreeMap<DeviceStatus, usize> {
     while let Some(notification) = notifications.recv().await {
@@ -567,7 +622,7 @@ async fn campaign_results(
             ServiceNotification::CampaignFinished {
                 campaign_id: id,
                 results,
-            } if id == campaign_id => return results,
+            } if Some(id) == campaign_id => return results,
             _ => {}
         }
     }
@@ -586,8 +641,9 @@ struct Run {
     joins: u32,
 }
 
-/// Runs the agent and the device until the campaign is over.
-async fn run_campaign(scenario: Scenario) -> Run {
+/// Runs the agent and the device until the campaign is over (or, without one, for the
+/// scenario's limit).
+async fn run(scenario: Scenario) -> Run {
     let Setup {
         _directory,
         database,
@@ -598,7 +654,8 @@ async fn run_campaign(scenario: Scenario) -> Run {
         chip,
         trust,
         campaign_id,
-    } = setup(scenario.image_body);
+    } = setup(scenario.image_body, scenario.campaign);
+    let micros = |at: Duration| at.as_micros() as u64;
     let ether = Rc::new(Ether {
         clock,
         region: Region::new(RegionName::Eu868, RegionOptions::default()),
@@ -606,6 +663,9 @@ async fn run_campaign(scenario: Scenario) -> Run {
         frames: RefCell::new(Vec::new()),
         arrived: Notify::new(),
         downlinks_reach_the_device: Cell::new(true),
+        deaf_us: scenario.deaf.map(|(from, to)| (micros(from), micros(to))),
+        radio_fails_after: scenario.radio_fails_after,
+        failed_transmissions: RefCell::new(Vec::new()),
         multicast_loss_every: 10,
         multicast_heard: Cell::new(0),
         multicast_lost: Cell::new(0),
@@ -626,7 +686,10 @@ async fn run_campaign(scenario: Scenario) -> Run {
         halted = device => panic!("the device stopped: {halted}"),
         () = carry_transmissions(air.on_air, ether.clone()) => panic!("the gateway stopped"),
         results = campaign_results(&mut notifications, campaign_id, &joins) => results,
-        () = tokio::time::sleep(Duration::from_secs(6 * 3600)) => panic!("no result in 6 virtual hours; device: {:?}", log.borrow()),
+        () = tokio::time::sleep(scenario.limit) => {
+            assert!(!scenario.campaign, "no result in {:?} of virtual time; device: {:?}", scenario.limit, log.borrow());
+            BTreeMap::new()
+        }
     };
     let log = log.take();
     eprintln!(
@@ -658,12 +721,7 @@ async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_
         joins,
         storage,
         ..
-    } = run_campaign(Scenario {
-        image_body: 6 * 1024,
-        deaf_on_trial: false,
-        resume_session: true,
-    })
-    .await;
+    } = run(Scenario::update(6 * 1024)).await;
     assert_eq!(
         results.get(&DeviceStatus::Successful),
         Some(&1),
@@ -727,10 +785,9 @@ async fn a_device_that_joins_again_after_the_updates_reboot_uses_the_next_dev_no
         joins,
         storage,
         ..
-    } = run_campaign(Scenario {
-        image_body: 2 * 1024,
-        deaf_on_trial: false,
+    } = run(Scenario {
         resume_session: false,
+        ..Scenario::update(2 * 1024)
     })
     .await;
     assert_eq!(
@@ -761,10 +818,9 @@ async fn an_update_that_hears_no_downlink_on_trial_is_reset_at_its_deadline_and_
         chip,
         joins,
         ..
-    } = run_campaign(Scenario {
-        image_body: 2 * 1024,
+    } = run(Scenario {
         deaf_on_trial: true,
-        resume_session: true,
+        ..Scenario::update(2 * 1024)
     })
     .await;
     assert_eq!(
@@ -802,4 +858,92 @@ async fn an_update_that_hears_no_downlink_on_trial_is_reset_at_its_deadline_and_
     );
     // The old image resumed the session: no second join.
     assert_eq!(joins, 1);
+}
+
+/// The MAC record the device keeps in its flash.
+fn mac_record(chip: &SimChip) -> MacRecord {
+    let mut buffer = [0u8; fuota_node::MAC_RECORD_MAX_LEN];
+    let len = chip
+        .store()
+        .load_record(RECORD_LORAWAN, &mut buffer)
+        .unwrap()
+        .expect("a saved MAC record");
+    MacRecord::decode(&buffer[..len]).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_the_network_stops_answering_joins_again_with_fresh_dev_nonces() {
+    // Joined, then no downlink for two hours: three confirmed uplinks (one in 12, every
+    // 2 minutes) go unacknowledged, the device takes the session as lost and sends join
+    // requests, within the join backoff, until the network answers again.
+    let Run {
+        log,
+        ether,
+        chip,
+        joins,
+        storage,
+        ..
+    } = run(Scenario {
+        deaf: Some((
+            Duration::from_secs(600),
+            Duration::from_secs(2 * 3600 + 600),
+        )),
+        ..Scenario::quiet(Duration::from_secs(4 * 3600))
+    })
+    .await;
+    assert!(log.resets.is_empty(), "{log:?}");
+    // Every join request the device sent reached the agent with its own DevNonce, in
+    // order: the agent saw as many as the device counted, the last one the highest.
+    // (The agent answered each; the device heard the first and the last.)
+    let record = mac_record(&chip);
+    assert!(record.next_dev_nonce > 2, "{record:?}");
+    assert_eq!(joins, u32::from(record.next_dev_nonce));
+    let dev_eui = DevEui::from(DEV_EUI);
+    // The device runs on the session of the last join accept, and the agent took its
+    // uplinks on it after the silence.
+    let device_session = record.session.expect("a session after the silence");
+    let agent_session = storage
+        .session(dev_eui)
+        .unwrap()
+        .expect("the agent's session");
+    assert_eq!(device_session.dev_addr, agent_session.dev_addr.to_u32());
+    assert_eq!(
+        &device_session.nwk_s_key,
+        agent_session.nwk_s_key.as_bytes()
+    );
+    assert!(agent_session.last_f_cnt_up.is_some(), "{agent_session:?}");
+    assert_eq!(
+        storage.dev_nonce_count(dev_eui).unwrap(),
+        u32::from(record.next_dev_nonce)
+    );
+    assert_eq!(
+        storage
+            .highest_dev_nonce(dev_eui, JoinEui::from(JOIN_EUI))
+            .unwrap(),
+        Some(record.next_dev_nonce - 1)
+    );
+    assert_within_duty_cycle(&ether.uplinks.borrow());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_radio_that_stops_answering_resets_the_device_after_five_failures() {
+    let Run { log, ether, .. } = run(Scenario {
+        radio_fails_after: Some(4),
+        ..Scenario::quiet(Duration::from_secs(3600))
+    })
+    .await;
+    assert_eq!(
+        log.resets.first(),
+        Some(&ResetReason::RadioUnresponsive),
+        "{log:?}"
+    );
+    let failures = ether.failed_transmissions.borrow();
+    assert!(failures.len() >= 5, "{} failures", failures.len());
+    // The first boot's five, then the next boot's; a failed transmission is spaced
+    // like a sent one.
+    assert!(log
+        .resets
+        .iter()
+        .all(|reason| *reason == ResetReason::RadioUnresponsive));
+    assert_eq!(failures.len(), 5 * log.resets.len() + failures.len() % 5);
 }

@@ -28,7 +28,9 @@ pub use link::{
     eui_lsb_first, Credentials, Link, LinkConfig, LinkDevice, ResetReason, DOWNLINK_QUEUE_LEN,
     MAX_CONSECUTIVE_RADIO_FAILURES, RADIO_BUFFER_LEN,
 };
-pub use mac_state::{DevNonceRng, DevNonceSlot, JoinRefused, MacRecordStore, MacState};
+pub use mac_state::{
+    dev_addr_value, DevNonceRng, DevNonceSlot, JoinRefused, MacRecordStore, MacState,
+};
 pub use multicast_rx::{eu868_modulation, MulticastReceiver};
 pub use transmit_budget::TransmitBudget;
 pub use trial::{TrialDeadline, DEFAULT_TRIAL_DEADLINE};

@@ -23,7 +23,7 @@ use lorawan_device::region::{Configuration, Region};
 use lorawan_device::{mac, AppEui, AppKey, DevEui, Downlink, RngCore};
 
 use crate::fmt::Loggable;
-use crate::mac_state::{DevNonceRng, DevNonceSlot, MacRecordStore, MacState};
+use crate::mac_state::{dev_addr_value, DevNonceRng, DevNonceSlot, MacRecordStore, MacState};
 use crate::multicast_rx::MulticastReceiver;
 use crate::transmit_budget::TransmitBudget;
 use crate::trial::TrialDeadline;
@@ -163,7 +163,7 @@ where
         if let Some(session) = &saved_session {
             info!(
                 "resuming the session of DevAddr {:08x} at FCntUp {}",
-                u32::from(*session.devaddr()),
+                dev_addr_value(session.devaddr()),
                 session.fcnt_up
             );
         }
@@ -372,7 +372,10 @@ where
             Ok(JoinResponse::JoinSuccess) => {
                 self.radio_health.succeeded();
                 if let Some(session) = self.device.get_session() {
-                    info!("joined as DevAddr {:08x}", u32::from(*session.devaddr()));
+                    info!(
+                        "joined as DevAddr {:08x}",
+                        dev_addr_value(session.devaddr())
+                    );
                     self.mac.joined(session);
                 }
                 self.joined = true;

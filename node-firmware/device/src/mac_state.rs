@@ -113,6 +113,17 @@ impl<G: RngCore> RngCore for DevNonceRng<'_, G> {
     }
 }
 
+/// The session's DevAddr as network servers write it. Not `u32::from`: `lorawan`'s
+/// conversions read the address's on-air (little-endian) bytes as big-endian, which
+/// would log and save it byte-reversed.
+pub fn dev_addr_value(dev_addr: &DevAddr<[u8; 4]>) -> u32 {
+    let bytes: &[u8] = dev_addr.as_ref();
+    match *bytes {
+        [b0, b1, b2, b3] => u32::from_le_bytes([b0, b1, b2, b3]),
+        _ => 0,
+    }
+}
+
 /// Why no join request may be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -165,7 +176,7 @@ impl<'a, S: MacRecordStore> MacState<'a, S> {
         let mut session = Session::new(
             NewSKey::from(saved.nwk_s_key),
             AppSKey::from(saved.app_s_key),
-            DevAddr::from(saved.dev_addr),
+            DevAddr::from(saved.dev_addr.to_le_bytes()),
         );
         session.fcnt_up = saved.fcnt_up_limit;
         session.fcnt_down = saved.fcnt_down;
@@ -193,7 +204,7 @@ impl<'a, S: MacRecordStore> MacState<'a, S> {
     /// A join was accepted: saves the new session.
     pub fn joined(&mut self, session: &Session) {
         self.record.joined(
-            u32::from(*session.devaddr()),
+            dev_addr_value(session.devaddr()),
             session.newskey().inner().0,
             session.appskey().inner().0,
         );

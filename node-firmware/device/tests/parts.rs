@@ -62,7 +62,7 @@ fn session(dev_addr: u32, fcnt_up: u32, fcnt_down: u32) -> Session {
     let mut session = Session::new(
         NewSKey::from([1; 16]),
         AppSKey::from([2; 16]),
-        DevAddr::from(dev_addr),
+        DevAddr::from(dev_addr.to_le_bytes()),
     );
     session.fcnt_up = fcnt_up;
     session.fcnt_down = fcnt_down;
@@ -138,7 +138,14 @@ fn a_restored_session_starts_past_every_frame_counter_used_before_the_reset() {
     let restored = MacState::load(Some(store.clone()), &slot)
         .saved_session()
         .expect("the session was saved");
-    assert_eq!(u32::from(*restored.devaddr()), 0x2601_0042);
+    assert_eq!(
+        fuota_device::dev_addr_value(restored.devaddr()),
+        0x2601_0042
+    );
+    // On air (and in lorawan-device's frames) the address is little-endian.
+    assert_eq!(restored.devaddr().as_ref(), &[0x42, 0x00, 0x01, 0x26]);
+    let record = MacState::load(Some(store.clone()), &slot).record().session;
+    assert_eq!(record.map(|session| session.dev_addr), Some(0x2601_0042));
     assert!(
         restored.fcnt_up > used,
         "FCntUp {} reused",
