@@ -3,18 +3,7 @@
 //! Bitwise implementations: the inputs are a few dozen bytes, and a table would cost
 //! the bootloader 1 KB of flash for nothing.
 
-/// CRC-32 (IEEE 802.3, reflected, init and final XOR 0xFFFFFFFF), as zlib computes it.
-pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
-}
+pub(crate) use lorawan_fuota::checksum::crc32;
 
 /// CRC-16/CCITT-FALSE (polynomial 0x1021, init 0xFFFF, no reflection, no final XOR).
 pub(crate) fn crc16(bytes: &[u8]) -> u16 {

@@ -12,6 +12,7 @@
 //! - [`transmit_budget`]: the duty cycle and the join backoff lorawan-device does not
 //!   enforce.
 //! - [`trial`]: the deadline of an image on trial.
+//! - [`provisioning`]: the per-device identity and root keys written at manufacturing.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ mod fmt;
 mod link;
 pub mod mac_state;
 pub mod multicast_rx;
+pub mod provisioning;
 pub mod transmit_budget;
 pub mod trial;
 
@@ -32,6 +34,9 @@ pub use mac_state::{
     dev_addr_value, DevNonceRng, DevNonceSlot, JoinRefused, MacRecordStore, MacState,
 };
 pub use multicast_rx::{eu868_modulation, MulticastReceiver};
+pub use provisioning::{
+    latest_record, ProvisioningError, ProvisioningRecord, PROVISIONING_RECORD_LEN,
+};
 pub use transmit_budget::TransmitBudget;
 pub use trial::{TrialDeadline, DEFAULT_TRIAL_DEADLINE};
 

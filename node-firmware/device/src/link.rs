@@ -46,7 +46,7 @@ pub type LinkDevice<'a, R, T, G> =
     Device<R, DefaultFactory, T, DevNonceRng<'a, G>, RADIO_BUFFER_LEN, DOWNLINK_QUEUE_LEN>;
 
 /// The device's LoRaWAN identity (LoRaWAN 1.0.x OTAA).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Credentials {
     /// DevEUI, most significant byte first (as network servers display it).
     pub dev_eui: [u8; 8],

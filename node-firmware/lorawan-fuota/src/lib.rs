@@ -11,6 +11,7 @@
 //!   construction.
 //! - [`crypto`]: multicast key derivation (TS005) and the TS004 v2 data-block MIC.
 //! - [`gps_time`]: GPS-epoch time with leap seconds.
+//! - [`checksum`]: the CRC-32 of the records the device keeps in flash.
 //! - [`image`]: the signed firmware image format (MCUboot header and TLVs, SHA-256,
 //!   ECDSA P-256), and the one mapping between MCUboot and TS006 versions.
 //!
@@ -22,6 +23,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod checksum;
 pub mod codec;
 pub mod crypto;
 pub mod fec;

@@ -59,18 +59,7 @@ pub enum StateRecordError {
     InvalidField(&'static str),
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib computes it).
-pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
-}
+pub(crate) use lorawan_fuota::checksum::crc32;
 
 struct RecordWriter {
     bytes: heapless::Vec<u8, STATE_RECORD_MAX_LEN>,
@@ -470,10 +459,5 @@ mod tests {
             PersistedState::decode(&other_version),
             Err(StateRecordError::UnknownFormat)
         );
-    }
-
-    #[test]
-    fn crc32_matches_zlib() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 }

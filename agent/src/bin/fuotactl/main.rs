@@ -119,6 +119,17 @@ enum DeviceCommand {
         /// DevEUI.
         dev_eui: String,
     },
+    /// Write the provisioning record of every device of an import CSV (the same file
+    /// `import` takes): one 64-byte <DevEUI>.bin per device, for the STM32WL firmware's
+    /// OTP area at 0x1FFF7000. Needs app_key and gen_app_key, and LoRaWAN 1.0.x. Works
+    /// without the agent; all files or none.
+    ProvisioningRecords {
+        /// The CSV file.
+        file: PathBuf,
+        /// Where the records go (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +364,9 @@ fn main() -> ExitCode {
             hardware_version,
             image,
         }) => offline::image_verify(&key, hardware_version, &image, json),
+        Command::Device(DeviceCommand::ProvisioningRecords { file, output_dir }) => {
+            offline::provisioning_records(&file, &output_dir, json)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,11 +1,16 @@
 //! The commands that work without a running agent: `image sign` (make a signed MCUboot
-//! image from a firmware binary and a P-256 key) and `image verify` (check an image
-//! against public keys, as the agent and the bootloader will).
+//! image from a firmware binary and a P-256 key), `image verify` (check an image
+//! against public keys, as the agent and the bootloader will) and `device
+//! provisioning-records` (the per-device records the STM32WL firmware reads from OTP).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::str::FromStr;
+
 use fuota_agent::firmware::{hex, ImageSigner, ImageSpec, TrustStore};
+use fuota_agent::identifiers::{parse_aes_key, DevEui, JoinEui};
+use fuota_device::{Credentials, ProvisioningRecord};
 use lorawan_fuota::image::{verify, VerifyOptions};
 
 use crate::{print_json, Failure};
@@ -104,6 +109,98 @@ pub(crate) fn image_verify(
             )))
         }
     }
+}
+
+/// The OTP area the STM32WL firmware reads its provisioning record from.
+const OTP_ADDRESS: u32 = 0x1FFF_7000;
+
+/// One provisioning record per device of an import CSV, into `output_dir`: all checked
+/// before any is written.
+pub(crate) fn provisioning_records(
+    file: &Path,
+    output_dir: &Path,
+    json: bool,
+) -> Result<(), Failure> {
+    let devices = crate::remote::read_device_csv(file)?;
+    let mut records = Vec::with_capacity(devices.len());
+    for (row, device) in devices.iter().enumerate() {
+        let refused = |what: String| {
+            Failure::refused(format!(
+                "{} device {} ({}): {what}",
+                file.display(),
+                row + 1,
+                device.dev_eui
+            ))
+        };
+        if !matches!(device.mac_version.as_str(), "1.0.2" | "1.0.3" | "1.0.4") {
+            return Err(refused(format!(
+                "mac_version {}: the STM32WL firmware joins with LoRaWAN 1.0.x only",
+                device.mac_version
+            )));
+        }
+        let dev_eui = DevEui::from_str(&device.dev_eui)
+            .map_err(|error| refused(format!("dev_eui: {error}")))?;
+        let join_eui = JoinEui::from_str(&device.join_eui)
+            .map_err(|error| refused(format!("join_eui: {error}")))?;
+        let key = |name: &str, value: &Option<String>| {
+            let text = value
+                .as_deref()
+                .ok_or_else(|| refused(format!("{name} is empty: the device needs it")))?;
+            parse_aes_key(text)
+                .map(|key| *key.as_bytes())
+                .map_err(|error| refused(format!("{name}: {error}")))
+        };
+        let record = ProvisioningRecord {
+            credentials: Credentials {
+                dev_eui: dev_eui.to_u64().to_be_bytes(),
+                join_eui: join_eui.to_u64().to_be_bytes(),
+                app_key: key("app_key", &device.app_key)?,
+            },
+            gen_app_key: key("gen_app_key", &device.gen_app_key)?,
+        };
+        if records
+            .iter()
+            .any(|(other, _): &(DevEui, [u8; 64])| *other == dev_eui)
+        {
+            return Err(refused("listed twice".into()));
+        }
+        records.push((dev_eui, record.encode()));
+    }
+    std::fs::create_dir_all(output_dir).map_err(|error| {
+        Failure::error(format!("cannot create {}: {error}", output_dir.display()))
+    })?;
+    let mut written = Vec::with_capacity(records.len());
+    for (dev_eui, bytes) in &records {
+        let path = output_dir.join(format!("{dev_eui}.bin"));
+        write_atomically(&path, bytes)
+            .map_err(|error| Failure::error(format!("cannot write {}: {error}", path.display())))?;
+        written.push((dev_eui.to_string(), path));
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "otp_address": format!("0x{OTP_ADDRESS:08x}"),
+            "records": written
+                .iter()
+                .map(|(dev_eui, path)| serde_json::json!({
+                    "dev_eui": dev_eui,
+                    "path": path.display().to_string(),
+                }))
+                .collect::<Vec<_>>(),
+        }));
+    } else {
+        for (dev_eui, path) in &written {
+            println!("{dev_eui} -> {}", path.display());
+        }
+        println!(
+            "{} provisioning records in {}. Program each into its device's OTP area at \
+             0x{OTP_ADDRESS:08x} (a correction goes into the next free 64-byte slot: \
+             0x{:08x}, ...), e.g. STM32_Programmer_CLI -c port=SWD -w <file> 0x{OTP_ADDRESS:08x}",
+            written.len(),
+            output_dir.display(),
+            OTP_ADDRESS + 64
+        );
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, so a

@@ -208,6 +208,9 @@ fn device(client: &ApiClient, json: bool, command: DeviceCommand) -> Result<(), 
             println!("removed device {dev_eui}");
             Ok(())
         }
+        DeviceCommand::ProvisioningRecords { file, output_dir } => {
+            crate::offline::provisioning_records(&file, &output_dir, json)
+        }
     }
 }
 
@@ -261,7 +264,7 @@ fn new_device(args: DeviceArgs) -> NewDevice {
 }
 
 /// The devices of a CSV file; the first wrong row is named by its line.
-fn read_device_csv(path: &Path) -> Result<Vec<NewDevice>, Failure> {
+pub(crate) fn read_device_csv(path: &Path) -> Result<Vec<NewDevice>, Failure> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .comment(Some(b'#'))

@@ -1,25 +1,35 @@
-//! Device configuration: LoRaWAN credentials, region, FUOTA keys and versions, and
-//! application settings.
+//! Device configuration: region, FUOTA versions and application settings. The device's
+//! identity and root keys are not here: they come from its provisioning record in OTP
+//! (`fuota_device::provisioning`), written per device at manufacturing.
 //!
-//! PROVISIONING IS NOT BUILT YET. The credentials below are compile-time placeholders for
-//! bench work, identical in every image built from this source. Real devices must get their
-//! own DevEUI, JoinEUI and AppKey from a provisioning step (a per-device record in flash,
-//! written at manufacturing) that replaces these constants. Never ship them.
+//! With the `bench-credentials` feature, a device without a provisioning record uses the
+//! placeholders below instead: the same in every image built so, for bench work only.
+//! Never ship an image built with it.
 use core::time::Duration;
 
-use fuota_device::{Credentials, LinkConfig, DEFAULT_TRIAL_DEADLINE};
+use fuota_device::{Credentials, LinkConfig, ProvisioningRecord, DEFAULT_TRIAL_DEADLINE};
 use lorawan_device::region::Region;
 
-/// DevEUI, most significant byte first (as network servers display it).
-pub const DEV_EUI_MSB: [u8; 8] = [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01];
-
-/// JoinEUI (AppEUI in LoRaWAN 1.0.x), most significant byte first.
-pub const JOIN_EUI_MSB: [u8; 8] = [0x00; 8];
-
-/// AppKey (root key of LoRaWAN 1.0.x OTAA), in the order network servers display it.
-pub const APP_KEY: [u8; 16] = [
-    0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
-];
+/// The placeholder identity of a bench image (`bench-credentials`), if this is one.
+pub fn bench_credentials() -> Option<ProvisioningRecord> {
+    #[cfg(feature = "bench-credentials")]
+    {
+        const KEY: [u8; 16] = [
+            0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF,
+            0x4F, 0x3C,
+        ];
+        Some(ProvisioningRecord {
+            credentials: Credentials {
+                dev_eui: [0, 0, 0, 0, 0, 0, 0, 1],
+                join_eui: [0; 8],
+                app_key: KEY,
+            },
+            gen_app_key: KEY,
+        })
+    }
+    #[cfg(not(feature = "bench-credentials"))]
+    None
+}
 
 /// Regional parameters.
 pub const REGION: Region = Region::EU868;
@@ -43,13 +53,6 @@ pub const REJOIN_AFTER_UNANSWERED: u32 = 3;
 /// `fuota_device::mac_state` for what a restored session does not keep).
 pub const RESUME_SESSION_AFTER_RESET: bool = true;
 
-/// GenAppKey (LoRaWAN 1.0.x): the root of the multicast keys (McRootKey, McKEKey) and of
-/// the TS004 v2 data block MIC key. The FUOTA server holds the same key for the device.
-/// A placeholder like the credentials above.
-pub const GEN_APP_KEY: [u8; 16] = [
-    0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
-];
-
 /// Hardware version of this board (TS006 HWVersion); an image built for another
 /// (its protected TLV 0xa0) is refused before it is installed.
 pub const HARDWARE_VERSION: u32 = 0x0001_0000;
@@ -67,14 +70,10 @@ pub const MAX_UPLINK_PAYLOAD: usize = 51;
 /// same.
 pub const FEC_WORKSPACE_BYTES: usize = 16 * 1024;
 
-/// The link's configuration, from the constants above.
-pub fn link_config() -> LinkConfig {
+/// The link's configuration: the constants above and the device's credentials.
+pub fn link_config(credentials: Credentials) -> LinkConfig {
     LinkConfig {
-        credentials: Credentials {
-            dev_eui: DEV_EUI_MSB,
-            join_eui: JOIN_EUI_MSB,
-            app_key: APP_KEY,
-        },
+        credentials,
         region: REGION,
         resume_session_after_reset: RESUME_SESSION_AFTER_RESET,
         uplink_fport: UPLINK_FPORT,

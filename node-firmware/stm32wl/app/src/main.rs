@@ -109,6 +109,15 @@ async fn main(spawner: Spawner) {
     );
     log_last_update(running.last_update);
 
+    let Some(provisioned) = node_platform::provisioning().or_else(config::bench_credentials) else {
+        not_provisioned().await
+    };
+    info!(
+        "DevEUI {:016x}, JoinEUI {:016x}",
+        u64::from_be_bytes(provisioned.credentials.dev_eui),
+        u64::from_be_bytes(provisioned.credentials.join_eui)
+    );
+
     let Some(store) = SharedStore::open() else {
         error!("the application state pages do not fit the session store; resetting");
         reset_after(FAILED_START_RETRY_DELAY).await;
@@ -128,7 +137,7 @@ async fn main(spawner: Spawner) {
     };
     let radio: Radio = lora.into();
     let mut link = Link::new(
-        config::link_config(),
+        config::link_config(provisioned.credentials),
         radio,
         LorawanTimer::new(),
         rng,
@@ -138,7 +147,7 @@ async fn main(spawner: Spawner) {
     );
 
     let mut node_config = NodeConfig::new(
-        Key128::from_bytes(config::GEN_APP_KEY),
+        Key128::from_bytes(provisioned.gen_app_key),
         firmware_version,
         config::HARDWARE_VERSION,
     );
@@ -178,6 +187,18 @@ fn clock_config() -> embassy_stm32::Config {
 async fn reset_after(delay: Duration) -> ! {
     Timer::after(delay).await;
     SCB::sys_reset()
+}
+
+/// A device without a provisioning record has no identity to join with: it says so
+/// (once an hour) and does nothing else.
+async fn not_provisioned() -> ! {
+    loop {
+        error!(
+            "not provisioned: no valid record in the OTP area; write one \
+             (fuotactl device provisioning-records) and reset"
+        );
+        Timer::after(Duration::from_secs(3600)).await;
+    }
 }
 
 /// Logs what became of the last update (the bootloader's record).

@@ -10,6 +10,7 @@
 //! - [`Eu868Lora`]: the region's Class C rules for a radio that receives LoRa only
 //!   (answer delays draw from `fuota_node::XorShiftRng`, seeded from the hardware RNG).
 //! - [`running_version`]: what the running image's header says, for the node's start.
+//! - [`provisioning`]: the device's identity and root keys, from the OTP area.
 //!
 //! Every [`FlashArea`] holds its own handle on the flash registers. That is sound here:
 //! the node and the firmware call them one at a time from the one executor thread, and
@@ -22,12 +23,12 @@ use fuota_boot::{
     confirm_image, request_update, Confirmation, FlashWindow, Region, RequestError, WindowError,
     STM32WL55JC,
 };
-use fuota_device::MacRecordStore;
+use fuota_device::{latest_record, MacRecordStore, ProvisioningRecord, PROVISIONING_RECORD_LEN};
 use fuota_node::{
     ErasableRegion, Eu868, FlashSessionStore, FlashStoreError, PendingUpdate, Platform,
     RegionCheck, SessionStore, UpdateAgent, XorShiftRng, FRAGMENT_RECORD_LEN, RECORD_LORAWAN,
 };
-use fuota_stm32wl_flash::{FlashError, Stm32wlFlash};
+use fuota_stm32wl_flash::{read_otp, FlashError, Stm32wlFlash, OTP_SIZE};
 use lorawan_fuota::fec::FlashRegion;
 use lorawan_fuota::image::{ImageHeader, IMAGE_HEADER_LEN};
 
@@ -239,6 +240,23 @@ impl Platform for Stm32wlNode {
     type Rng = XorShiftRng;
     type Region = Eu868Lora;
     type Updater = BootHandOver;
+}
+
+/// The device's provisioning record: the last valid one of the OTP area's slots. Not
+/// inlined into the main task's state machine, where it cost 500 bytes more.
+#[inline(never)]
+pub fn provisioning() -> Option<ProvisioningRecord> {
+    const SLOTS: usize = OTP_SIZE as usize / PROVISIONING_RECORD_LEN;
+    let scan = latest_record(SLOTS, |slot, buffer| {
+        read_otp((slot * PROVISIONING_RECORD_LEN) as u32, buffer)
+    });
+    if scan.skipped > 0 {
+        defmt::warn!(
+            "{} OTP slots hold no usable provisioning record (cut or foreign writes)",
+            scan.skipped
+        );
+    }
+    scan.record
 }
 
 /// The TS006 version of the running image, from its MCUboot header at the start of the

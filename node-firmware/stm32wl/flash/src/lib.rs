@@ -1,5 +1,6 @@
-//! The STM32WL55's internal flash as [`fuota_boot::BootFlash`], and the independent
-//! watchdog, on bare registers (no HAL): what the bootloader and the application share.
+//! The STM32WL55's internal flash as [`fuota_boot::BootFlash`], reads of its OTP area,
+//! and the independent watchdog, on bare registers (no HAL): what the bootloader and the
+//! application share.
 //!
 //! # ECC double errors
 //!
@@ -159,21 +160,7 @@ impl BootFlash for Stm32wlFlash {
             len: u32::MAX,
         })?;
         Self::check_range(offset, len, 1)?;
-        ECC_DOUBLE_ERROR.store(false, Ordering::SeqCst);
-        let base = (STM32WL_FLASH_BASE + offset) as *const u8;
-        for (i, byte) in buffer.iter_mut().enumerate() {
-            // SAFETY: `check_range` keeps the access inside the memory-mapped flash.
-            *byte = unsafe { core::ptr::read_volatile(base.add(i)) };
-        }
-        // The NMI of a faulting read is taken before the next instruction completes.
-        cortex_m::asm::dsb();
-        if ECC_DOUBLE_ERROR.swap(false, Ordering::SeqCst) {
-            let address = FLASH.eccr().read().addr_ecc();
-            return Err(FlashError::EccDoubleError {
-                offset: address * 8,
-            });
-        }
-        Ok(())
+        read_mapped(STM32WL_FLASH_BASE + offset, buffer)
     }
 
     fn program(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
@@ -213,6 +200,42 @@ impl BootFlash for Stm32wlFlash {
         });
         FLASH.cr().modify(|w| w.set_strt(true));
         self.finish()
+    }
+}
+
+/// Reads memory-mapped flash at `address` into `buffer`; an ECC double error on the way
+/// (a cut write) is [`FlashError::EccDoubleError`].
+fn read_mapped(address: u32, buffer: &mut [u8]) -> Result<(), FlashError> {
+    ECC_DOUBLE_ERROR.store(false, Ordering::SeqCst);
+    let base = address as *const u8;
+    for (i, byte) in buffer.iter_mut().enumerate() {
+        // SAFETY: the callers keep the access inside the memory-mapped flash or OTP.
+        *byte = unsafe { core::ptr::read_volatile(base.add(i)) };
+    }
+    // The NMI of a faulting read is taken before the next instruction completes.
+    cortex_m::asm::dsb();
+    if ECC_DOUBLE_ERROR.swap(false, Ordering::SeqCst) {
+        let address = FLASH.eccr().read().addr_ecc();
+        return Err(FlashError::EccDoubleError {
+            offset: address * 8,
+        });
+    }
+    Ok(())
+}
+
+/// Start of the one-time-programmable area (RM0453 §3.3.1: 1 KB, double-words that can
+/// be programmed once and never erased).
+pub const OTP_BASE: u32 = 0x1FFF_7000;
+/// Size of the OTP area.
+pub const OTP_SIZE: u32 = 1024;
+
+/// Reads the OTP area from `offset` into `buffer`, with the ECC check of flash reads (a
+/// cut OTP write reads as [`FlashError::EccDoubleError`]).
+pub fn read_otp(offset: u32, buffer: &mut [u8]) -> Result<(), FlashError> {
+    let len = u32::try_from(buffer.len()).unwrap_or(u32::MAX);
+    match offset.checked_add(len) {
+        Some(end) if end <= OTP_SIZE => read_mapped(OTP_BASE + offset, buffer),
+        _ => Err(FlashError::Range { offset, len }),
     }
 }
 
