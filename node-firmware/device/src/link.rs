@@ -128,6 +128,8 @@ pub struct Link<'a, R: PhyRxTx + Timings, T: Timer, G: RngCore, K, S> {
     /// The node had an uplink due but nothing to say (a package decided so when asked):
     /// not asked again before this, so that a due time it keeps does not spin the loop.
     node_quiet_until: Instant,
+    /// What the node found when it last started.
+    last_start: Option<StartReport>,
 }
 
 impl<'a, R, T, G, K, S> Link<'a, R, T, G, K, S>
@@ -189,6 +191,7 @@ where
             app_uplinks: 0,
             unanswered_confirmed: 0,
             node_quiet_until: now,
+            last_start: None,
         }
     }
 
@@ -202,6 +205,11 @@ where
         self.mac.record()
     }
 
+    /// What the node found when it last started (its saved state, a download resumed).
+    pub fn last_start(&self) -> Option<StartReport> {
+        self.last_start
+    }
+
     /// Runs the node on `workspace` (restarted on it for each new fragmentation session)
     /// until the device must reset.
     pub async fn run<P: Platform>(
@@ -212,12 +220,19 @@ where
         loop {
             let (mut node, report) = node_start(parts, workspace, self.clock.now());
             log_start(&report);
+            self.last_start = Some(report);
             match self.drive(&mut node).await {
                 Ended::Recycle => {
                     info!("fuota node restarts on its workspace for a new fragmentation session");
                     parts = node.into_parts();
                 }
-                Ended::Reset(reason) => return reason,
+                Ended::Reset(reason) => {
+                    // The fragments the journal still holds in RAM go to flash first, so
+                    // that the download resumes with them (the node flushed it itself
+                    // before a reboot it asked for).
+                    node_flush_journal(&mut node);
+                    return reason;
+                }
             }
         }
     }
@@ -554,6 +569,12 @@ fn node_multicast<P: Platform>(
     frame: &[u8],
 ) -> Result<fuota_node::MulticastReceived, fuota_node::MulticastDrop> {
     node.handle_multicast_frame(now, frame)
+}
+
+/// Not inlined: see [`node_downlink`].
+#[inline(never)]
+fn node_flush_journal<P: Platform>(node: &mut FuotaNode<'_, P>) {
+    node.flush_journal();
 }
 
 /// The node's entry points are called through these non-inlined functions: inlined
