@@ -9,6 +9,8 @@
 //! run at every reset (`simulator::node::SimChip`). The agent is the whole service:
 //! network server (OTAA join), campaign engine, scheduler and duty cycle.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,14 +24,12 @@ use fuota_agent::campaign::{
 use fuota_agent::clock::{Clock, VirtualClock, WallTime};
 use fuota_agent::firmware::{FirmwareCache, ImageSigner, ImageSpec, TrustStore};
 use fuota_agent::identifiers::{AesKey, DevEui, GatewayEui, JoinEui};
-use fuota_agent::lorawan::duty_cycle::DutyCycleConfig;
 use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
-use fuota_agent::lorawan::scheduler::SchedulerConfig;
 use fuota_agent::lorawan::time::MonotonicTime;
 use fuota_agent::network_server::NetworkServerSettings;
 use fuota_agent::packet_forwarder::{GatewayEvent, Uplink};
 use fuota_agent::service::campaigns::CampaignRequest;
-use fuota_agent::service::{Service, ServiceNotification, ServiceSettings};
+use fuota_agent::service::{Service, ServiceNotification};
 use fuota_agent::simulator::air::{self, Transmission};
 use fuota_agent::simulator::node::{SimChip, Store};
 use fuota_agent::storage::{Device, MacVersion, Storage};
@@ -37,7 +37,6 @@ use fuota_device::{
     Clock as DeviceClock, Credentials, DevNonceSlot, Link, LinkConfig, MacRecordStore, ResetReason,
 };
 use fuota_node::{LastUpdate, MacRecord, NodeConfig, RECORD_LORAWAN};
-use lora_modulation::SpreadingFactor;
 use lorawan_device::async_device::radio::{
     PhyRxTx, RxConfig, RxMode, RxQuality, RxStatus, Timer, TxConfig,
 };
@@ -103,7 +102,7 @@ impl Ether {
     fn data_rate_of(&self, config: &RxConfig) -> u8 {
         air::data_rate_index(
             &self.region,
-            spreading_factor(config.rf.bb.sf),
+            common::spreading_factor(config.rf.bb.sf),
             config.rf.bb.bw.hz(),
         )
     }
@@ -115,19 +114,6 @@ impl Ether {
                 .is_none_or(|(from, to)| !(from..to).contains(&frame.start_us))
             && frame.frequency_hz == config.rf.frequency
             && frame.data_rate == self.data_rate_of(config)
-    }
-}
-
-fn spreading_factor(sf: SpreadingFactor) -> u8 {
-    match sf {
-        SpreadingFactor::_5 => 5,
-        SpreadingFactor::_6 => 6,
-        SpreadingFactor::_7 => 7,
-        SpreadingFactor::_8 => 8,
-        SpreadingFactor::_9 => 9,
-        SpreadingFactor::_10 => 10,
-        SpreadingFactor::_11 => 11,
-        SpreadingFactor::_12 => 12,
     }
 }
 
@@ -169,11 +155,7 @@ impl PhyRxTx for SimRadio {
         let start_us = self.ether.now_us();
         let end_us = start_us + airtime_us;
         self.ether.sleep_until_us(end_us).await;
-        let datr = format!(
-            "SF{}BW{}",
-            spreading_factor(config.rf.bb.sf),
-            config.rf.bb.bw.hz() / 1_000
-        );
+        let datr = common::lora_datr(config.rf.bb.sf, config.rf.bb.bw);
         let rxpk = RxPk::V1(RxPkV1 {
             chan: 0,
             codr: Some(semtech_udp::CodingRate::_4_5),
@@ -607,13 +589,7 @@ fn setup(image_body: usize, campaign: bool) -> Setup {
     let engine = CampaignEngine::load(&storage, region(), cache).unwrap();
     let clock = VirtualClock::new(start);
     let (transport, air) = air::packet_forwarder(clock.clone(), region());
-    let settings = ServiceSettings {
-        region: region(),
-        network_server: NetworkServerSettings::default(),
-        scheduler: SchedulerConfig::default(),
-        duty_cycle: DutyCycleConfig::default(),
-        tx_power_dbm: None,
-    };
+    let settings = common::eu868_settings(NetworkServerSettings::default());
     let (service, _handle, notifications) = Service::new(
         settings,
         storage,

@@ -19,7 +19,6 @@ use fuota_agent::identifiers::{DevEui, JoinEui};
 use fuota_agent::network_server::{NetworkServerSettings, QueuedDownlink};
 use fuota_agent::service::{Service, ServiceCommand, ServiceNotification};
 use fuota_agent::storage::{Device, MacVersion, Storage};
-use lora_modulation::{Bandwidth, SpreadingFactor};
 use lorawan_device::async_device::radio::{
     PhyRxTx, RxConfig, RxQuality, RxStatus, Timer, TxConfig,
 };
@@ -58,20 +57,6 @@ struct BridgeRadio {
     downlinks_sent_in: Vec<&'static str>,
 }
 
-fn datr_of(sf: SpreadingFactor, bw: Bandwidth) -> String {
-    let sf = match sf {
-        SpreadingFactor::_5 => 5,
-        SpreadingFactor::_6 => 6,
-        SpreadingFactor::_7 => 7,
-        SpreadingFactor::_8 => 8,
-        SpreadingFactor::_9 => 9,
-        SpreadingFactor::_10 => 10,
-        SpreadingFactor::_11 => 11,
-        SpreadingFactor::_12 => 12,
-    };
-    format!("SF{sf}BW{}", bw.hz() / 1000)
-}
-
 impl BridgeRadio {
     async fn send(&mut self, kind: u8, token: Option<u16>, body: &[u8]) {
         let token = token.unwrap_or_else(|| {
@@ -103,7 +88,7 @@ impl PhyRxTx for BridgeRadio {
     async fn tx(&mut self, config: TxConfig, buf: &[u8]) -> Result<u32, String> {
         self.tmst = self.tmst.wrapping_add(30_000_000);
         self.on_air.clear();
-        let datr = datr_of(config.rf.bb.sf, config.rf.bb.bw);
+        let datr = common::lora_datr(config.rf.bb.sf, config.rf.bb.bw);
         let body = serde_json::json!({ "rxpk": [{
             "tmst": self.tmst, "chan": 0, "rfch": 0,
             "freq": f64::from(config.rf.frequency) / 1e6, "stat": 1, "modu": "LORA",
@@ -157,7 +142,7 @@ impl PhyRxTx for BridgeRadio {
         let Some(config) = self.rx else {
             return Ok(RxStatus::RxTimeout);
         };
-        let datr = datr_of(config.rf.bb.sf, config.rf.bb.bw);
+        let datr = common::lora_datr(config.rf.bb.sf, config.rf.bb.bw);
         let found = self
             .on_air
             .iter()

@@ -1,6 +1,7 @@
 //! Helpers the agent's integration tests share: a registered OTAA device, a JoinRequest
-//! built with the `lorawan` crate (the device side), the EU868 service settings, and a
-//! packet-forwarder transport on loopback.
+//! built with the `lorawan` crate (the device side), the EU868 service settings, a
+//! packet-forwarder transport on loopback, and the LoRa data rate names of
+//! lorawan-device's radio parameters.
 //!
 //! Include it with `mod common;` (each test binary uses a part of it).
 #![allow(dead_code)]
@@ -79,4 +80,24 @@ pub async fn loopback_transport(
     )
     .await
     .expect("bind on loopback")
+}
+
+/// The spreading factor's number.
+pub fn spreading_factor(sf: lora_modulation::SpreadingFactor) -> u8 {
+    use lora_modulation::SpreadingFactor;
+    match sf {
+        SpreadingFactor::_5 => 5,
+        SpreadingFactor::_6 => 6,
+        SpreadingFactor::_7 => 7,
+        SpreadingFactor::_8 => 8,
+        SpreadingFactor::_9 => 9,
+        SpreadingFactor::_10 => 10,
+        SpreadingFactor::_11 => 11,
+        SpreadingFactor::_12 => 12,
+    }
+}
+
+/// The Semtech UDP `datr` of a LoRa modulation: `SF7BW125`.
+pub fn lora_datr(sf: lora_modulation::SpreadingFactor, bw: lora_modulation::Bandwidth) -> String {
+    format!("SF{}BW{}", spreading_factor(sf), bw.hz() / 1000)
 }
