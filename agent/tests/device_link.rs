@@ -27,7 +27,7 @@ use fuota_agent::identifiers::{AesKey, DevEui, GatewayEui, JoinEui};
 use fuota_agent::lorawan::region::{Region, RegionName, RegionOptions};
 use fuota_agent::lorawan::time::MonotonicTime;
 use fuota_agent::network_server::NetworkServerSettings;
-use fuota_agent::packet_forwarder::{GatewayEvent, Uplink};
+use fuota_agent::packet_forwarder::GatewayEvent;
 use fuota_agent::service::campaigns::CampaignRequest;
 use fuota_agent::service::{Service, ServiceNotification};
 use fuota_agent::simulator::air::{self, Transmission};
@@ -43,7 +43,6 @@ use lorawan_device::async_device::radio::{
 use lorawan_device::async_device::Timings;
 use lorawan_device::region::DR;
 use lorawan_fuota::image::ImageVersion;
-use semtech_udp::push_data::{RxPk, RxPkV1, CRC};
 use tokio::sync::{mpsc, Notify};
 
 const FIXTURES: &str = concat!(
@@ -156,33 +155,19 @@ impl PhyRxTx for SimRadio {
         let end_us = start_us + airtime_us;
         self.ether.sleep_until_us(end_us).await;
         let datr = common::lora_datr(config.rf.bb.sf, config.rf.bb.bw);
-        let rxpk = RxPk::V1(RxPkV1 {
-            chan: 0,
-            codr: Some(semtech_udp::CodingRate::_4_5),
-            size: buf.len() as u64,
-            data: buf.to_vec(),
-            datr: datr.parse().map_err(|_| format!("data rate {datr}"))?,
-            freq: f64::from(config.rf.frequency) / 1e6,
-            lsnr: 7.0,
-            modu: semtech_udp::Modulation::LORA,
-            rfch: 0,
-            rssi: -90,
-            rssis: None,
-            stat: CRC::OK,
-            // The concentrator's counter at the end of the frame: RX1 opens 1 s later.
-            tmst: self.ether.now_us() as u32,
-            time: None,
-        });
+        // tmst: the concentrator's counter at the end of the frame (RX1 opens 1 s later).
+        let uplink = air::received_uplink(
+            GatewayEui::from(GATEWAY),
+            0,
+            buf.to_vec(),
+            config.rf.frequency,
+            &datr,
+            self.ether.now_us() as u32,
+            self.ether.clock.now(),
+        )
+        .ok_or_else(|| format!("data rate {datr}"))?;
         self.ether.uplinks.borrow_mut().push((start_us, end_us));
-        let _ = self
-            .ether
-            .to_service
-            .send(GatewayEvent::Uplink(Box::new(Uplink {
-                gateway: GatewayEui::from(GATEWAY),
-                rxpk,
-                gps_time_ms: None,
-                received_at: self.ether.clock.now(),
-            })));
+        let _ = self.ether.to_service.send(uplink);
         Ok(0)
     }
 

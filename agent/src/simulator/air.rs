@@ -213,6 +213,44 @@ pub fn packet_forwarder(clock: VirtualClock, region: Region) -> (SimTransport, A
     )
 }
 
+/// A frame the simulated gateway received, as the packet forwarder reports it: on
+/// `frequency_hz` at `datr` (`SF7BW125`), `tmst` the concentrator counter at its end,
+/// with a good signal. `None` if `datr` is not a LoRa data rate.
+pub fn received_uplink(
+    gateway: GatewayEui,
+    channel: u64,
+    phy_payload: Vec<u8>,
+    frequency_hz: u32,
+    datr: &str,
+    tmst: u32,
+    received_at: crate::lorawan::time::MonotonicTime,
+) -> Option<GatewayEvent> {
+    let rxpk = semtech_udp::push_data::RxPk::V1(semtech_udp::push_data::RxPkV1 {
+        chan: channel,
+        codr: Some(semtech_udp::CodingRate::_4_5),
+        size: phy_payload.len() as u64,
+        data: phy_payload,
+        datr: datr.parse().ok()?,
+        freq: f64::from(frequency_hz) / 1e6,
+        lsnr: 7.0,
+        modu: semtech_udp::Modulation::LORA,
+        rfch: 0,
+        rssi: -90,
+        rssis: None,
+        stat: semtech_udp::push_data::CRC::OK,
+        tmst,
+        time: None,
+    });
+    Some(GatewayEvent::Uplink(Box::new(
+        crate::packet_forwarder::Uplink {
+            gateway,
+            rxpk,
+            gps_time_ms: None,
+            received_at,
+        },
+    )))
+}
+
 /// GWMP datagram kinds.
 const PUSH_DATA: u8 = 0x00;
 const PULL_DATA: u8 = 0x02;

@@ -24,7 +24,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use semtech_udp::push_data::{RxPk, RxPkV1, CRC};
 use sha2::{Digest, Sha256};
 
 use crate::campaign::{
@@ -39,7 +38,7 @@ use crate::lorawan::duty_cycle::DutyCycleConfig;
 use crate::lorawan::region::{Region, RegionName, RegionOptions, RxWindow};
 use crate::lorawan::scheduler::SchedulerConfig;
 use crate::network_server::NetworkServerSettings;
-use crate::packet_forwarder::{GatewayEvent, Uplink};
+use crate::packet_forwarder::GatewayEvent;
 use crate::service::campaigns::CampaignRequest;
 use crate::service::{
     Service, ServiceCommand, ServiceError, ServiceHandle, ServiceNotification, ServiceSettings,
@@ -1046,30 +1045,17 @@ fn step_devices<'d>(
         if device.channel_model.lost(rng, device.loss_percent) {
             continue;
         }
-        let rxpk = RxPk::V1(RxPkV1 {
-            chan: device.channel as u64,
-            codr: Some(semtech_udp::CodingRate::_4_5),
-            size: frame.len() as u64,
-            data: frame,
-            datr: "SF7BW125"
-                .parse()
-                .map_err(|_| SimulationError::Agent("data rate".into()))?,
-            freq: f64::from(channels_hz[device.channel % channels_hz.len()]) / 1e6,
-            lsnr: 7.0,
-            modu: semtech_udp::Modulation::LORA,
-            rfch: 0,
-            rssi: -90,
-            rssis: None,
-            stat: CRC::OK,
-            tmst: now_us as u32,
-            time: None,
-        });
-        let _ = to_service.send(GatewayEvent::Uplink(Box::new(Uplink {
+        let uplink = air::received_uplink(
             gateway,
-            rxpk,
-            gps_time_ms: None,
-            received_at: clock.now(),
-        })));
+            device.channel as u64,
+            frame,
+            channels_hz[device.channel % channels_hz.len()],
+            "SF7BW125",
+            now_us as u32,
+            clock.now(),
+        )
+        .ok_or_else(|| SimulationError::Agent("data rate".into()))?;
+        let _ = to_service.send(uplink);
     }
     Ok(())
 }
