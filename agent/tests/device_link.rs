@@ -732,11 +732,7 @@ async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_
         storage,
         ..
     } = run(Scenario::update(6 * 1024)).await;
-    assert_eq!(
-        results.get(&DeviceStatus::Successful),
-        Some(&1),
-        "{results:?}; device: {log:?}"
-    );
+    assert_device_ended(&results, DeviceStatus::Successful, &log);
     assert!(
         ether.multicast_lost.get() > 0,
         "the FEC had something to do"
@@ -770,6 +766,15 @@ async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_
     assert_within_duty_cycle(&ether.uplinks.borrow());
 }
 
+/// The campaign's results: the one device ended `status`.
+fn assert_device_ended(
+    results: &BTreeMap<DeviceStatus, usize>,
+    status: DeviceStatus,
+    log: &DeviceLog,
+) {
+    assert_eq!(results, &BTreeMap::from([(status, 1)]), "device: {log:?}");
+}
+
 /// Each transmission is followed by at least 99 times its airtime of silence (EU868's
 /// 1 % sub-bands), to the millisecond.
 fn assert_within_duty_cycle(uplinks: &[(u64, u64)]) {
@@ -800,11 +805,7 @@ async fn a_device_that_joins_again_after_the_updates_reboot_uses_the_next_dev_no
         ..Scenario::update(2 * 1024)
     })
     .await;
-    assert_eq!(
-        results,
-        BTreeMap::from([(DeviceStatus::Successful, 1)]),
-        "{log:?}"
-    );
+    assert_device_ended(&results, DeviceStatus::Successful, &log);
     // DevNonce 0 at the first join, 1 after the reboot: the counter survived it, went
     // through lorawan-device's RNG, and the agent (LoRaWAN 1.0.4) accepted it as new.
     assert_eq!(joins, 2);
@@ -861,11 +862,7 @@ async fn an_update_that_hears_no_downlink_on_trial_is_reset_at_its_deadline_and_
     assert_eq!(log.ran_s[1], 30 * 60);
     assert!(chip.confirmed(), "the factory image runs confirmed again");
     // The agent learns it from the version the device reports after the revert.
-    assert_eq!(
-        results,
-        BTreeMap::from([(DeviceStatus::VersionMismatch, 1)]),
-        "{results:?}"
-    );
+    assert_device_ended(&results, DeviceStatus::VersionMismatch, &log);
     // The old image resumed the session: no second join.
     assert_eq!(joins, 1);
 }
@@ -973,11 +970,7 @@ async fn a_power_cut_in_the_middle_of_the_download_resumes_it_and_the_session() 
         ..Scenario::update(12 * 1024)
     })
     .await;
-    assert_eq!(
-        results,
-        BTreeMap::from([(DeviceStatus::Successful, 1)]),
-        "{log:?}"
-    );
+    assert_device_ended(&results, DeviceStatus::Successful, &log);
     assert_eq!(
         log.resets,
         vec![
@@ -1021,11 +1014,7 @@ async fn a_reset_for_a_wedged_radio_keeps_every_fragment_received() {
         ..Scenario::update(12 * 1024)
     })
     .await;
-    assert_eq!(
-        results,
-        BTreeMap::from([(DeviceStatus::Successful, 1)]),
-        "{log:?}"
-    );
+    assert_device_ended(&results, DeviceStatus::Successful, &log);
     assert_eq!(log.resets[0], Some(ResetReason::RadioUnresponsive));
     assert!(chip.confirmed());
     // The link flushed the node's journal before the reset it asked for, so every
