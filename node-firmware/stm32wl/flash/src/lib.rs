@@ -125,7 +125,11 @@ impl Stm32wlFlash {
     fn check_range(offset: u32, len: u32, align: u32) -> Result<(), FlashError> {
         let end = offset.checked_add(len);
         match end {
-            Some(end) if end <= STM32WL_FLASH_SIZE && offset % align == 0 && len % align == 0 => {
+            Some(end)
+                if end <= STM32WL_FLASH_SIZE
+                    && offset.is_multiple_of(align)
+                    && len.is_multiple_of(align) =>
+            {
                 Ok(())
             }
             _ => Err(FlashError::Range { offset, len }),
