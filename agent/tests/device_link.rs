@@ -37,6 +37,7 @@ use fuota_device::{
     Clock as DeviceClock, Credentials, DevNonceSlot, Link, LinkConfig, MacRecordStore, ResetReason,
 };
 use fuota_node::{LastUpdate, MacRecord, NodeConfig, RECORD_LORAWAN};
+use lora_modulation::BaseBandModulationParams;
 use lorawan_device::async_device::radio::{
     PhyRxTx, RxConfig, RxMode, RxQuality, RxStatus, Timer, TxConfig,
 };
@@ -87,6 +88,21 @@ struct Ether {
     multicast_lost: Cell<u64>,
     /// Every uplink the device transmitted: (start, end), virtual µs.
     uplinks: RefCell<Vec<(u64, u64)>>,
+    /// The gateway hears the device's uplinks only up to this data rate (the device's
+    /// 14 dBm do not carry further at faster ones); it hears every DR when `None`. The
+    /// device hears the gateway (27 dBm) at every data rate.
+    gateway_hears_up_to_dr: Option<u8>,
+    /// Every uplink the device transmitted, in order.
+    uplink_log: RefCell<Vec<SentUplink>>,
+}
+
+/// An uplink as the air saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SentUplink {
+    data_rate: u8,
+    join_request: bool,
+    /// The gateway received it.
+    heard: bool,
 }
 
 impl Ether {
@@ -98,11 +114,11 @@ impl Ether {
         tokio::time::sleep_until(self.clock.instant_at(MonotonicTime::from_micros(at_us))).await
     }
 
-    fn data_rate_of(&self, config: &RxConfig) -> u8 {
+    fn data_rate_of(&self, modulation: &BaseBandModulationParams) -> u8 {
         air::data_rate_index(
             &self.region,
-            common::spreading_factor(config.rf.bb.sf),
-            config.rf.bb.bw.hz(),
+            common::spreading_factor(modulation.sf),
+            modulation.bw.hz(),
         )
     }
 
@@ -112,7 +128,7 @@ impl Ether {
                 .deaf_us
                 .is_none_or(|(from, to)| !(from..to).contains(&frame.start_us))
             && frame.frequency_hz == config.rf.frequency
-            && frame.data_rate == self.data_rate_of(config)
+            && frame.data_rate == self.data_rate_of(&config.rf.bb)
     }
 }
 
@@ -167,7 +183,20 @@ impl PhyRxTx for SimRadio {
         )
         .ok_or_else(|| format!("data rate {datr}"))?;
         self.ether.uplinks.borrow_mut().push((start_us, end_us));
-        let _ = self.ether.to_service.send(uplink);
+        let data_rate = self.ether.data_rate_of(&config.rf.bb);
+        let heard = self
+            .ether
+            .gateway_hears_up_to_dr
+            .is_none_or(|reach| data_rate <= reach);
+        self.ether.uplink_log.borrow_mut().push(SentUplink {
+            data_rate,
+            // MHDR 0x00: a join request.
+            join_request: buf.first() == Some(&0x00),
+            heard,
+        });
+        if heard {
+            let _ = self.ether.to_service.send(uplink);
+        }
         Ok(0)
     }
 
@@ -364,6 +393,7 @@ fn link_config(resume_session_after_reset: bool) -> LinkConfig {
         confirmed_uplink_every: 12,
         rejoin_after_unanswered: 3,
         trial_deadline: Duration::from_secs(30 * 60),
+        join_data_rates: &[DR::_5, DR::_4, DR::_3, DR::_2, DR::_1, DR::_0],
     }
 }
 
@@ -390,6 +420,8 @@ struct Scenario {
     /// The radio wedges (every transmission fails) once the device has heard this many
     /// multicast frames; a reset cures it.
     radio_wedged_after_multicast_frames: Option<u64>,
+    /// The gateway hears the device only up to this data rate.
+    gateway_hears_up_to_dr: Option<u8>,
 }
 
 impl Scenario {
@@ -405,6 +437,7 @@ impl Scenario {
             radio_fails_after: None,
             power_cut_after_multicast_frames: None,
             radio_wedged_after_multicast_frames: None,
+            gateway_hears_up_to_dr: None,
         }
     }
 
@@ -463,8 +496,6 @@ async fn run_device(
                 boot: tokio::time::Instant::now(),
             },
         );
-        // As the network's ADR would: SF7, so that an exchange takes seconds.
-        link.device().set_datarate(DR::_5);
         let mut config = NodeConfig::new(AesKey::from_bytes(GEN_APP_KEY), booted.version, HARDWARE);
         config.max_uplink_payload = 51;
         for key in trust.keys() {
@@ -680,6 +711,8 @@ async fn run(scenario: Scenario) -> Run {
         multicast_heard: Cell::new(0),
         multicast_lost: Cell::new(0),
         uplinks: RefCell::new(Vec::new()),
+        gateway_hears_up_to_dr: scenario.gateway_hears_up_to_dr,
+        uplink_log: RefCell::new(Vec::new()),
     });
     let log = Rc::new(RefCell::new(DeviceLog::default()));
     let joins = Cell::new(0);
@@ -702,6 +735,7 @@ async fn run(scenario: Scenario) -> Run {
         }
     };
     let log = log.take();
+    assert_off_times_kept(&ether.uplinks.borrow());
     eprintln!(
         "campaign over in {} virtual s: {results:?}; {} uplinks, {} multicast frames heard, {} lost; {:?}",
         started.elapsed().as_secs(),
@@ -779,6 +813,12 @@ fn assert_device_ended(
 /// 1 % sub-bands), to the millisecond.
 fn assert_within_duty_cycle(uplinks: &[(u64, u64)]) {
     assert!(uplinks.len() > 10, "{} uplinks", uplinks.len());
+    assert_off_times_kept(uplinks);
+}
+
+/// Each transmission is followed by at least 99 times its airtime of silence, resets
+/// included (every run is checked).
+fn assert_off_times_kept(uplinks: &[(u64, u64)]) {
     for pair in uplinks.windows(2) {
         let ((start, end), (next_start, _)) = (pair[0], pair[1]);
         let off_time = (end - start) * 99;
@@ -957,7 +997,7 @@ async fn a_radio_that_stops_answering_resets_the_device_after_five_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn a_power_cut_in_the_middle_of_the_download_resumes_it_and_the_session() {
-    // The image is 60 fragments and more; the power goes after 20 multicast frames.
+    // The image is 60 fragments and more; the power goes after 50 multicast frames.
     let Run {
         results,
         log,
@@ -1029,4 +1069,44 @@ async fn a_reset_for_a_wedged_radio_keeps_every_fragment_received() {
         (delivered - 2 * lost - 1..=delivered).contains(&replayed),
         "{replayed} of {delivered} fragments replayed ({lost} lost)"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_the_gateway_hears_only_at_sf10_joins_there_and_updates_at_that_data_rate() {
+    let Run {
+        results,
+        log,
+        ether,
+        chip,
+        joins,
+        ..
+    } = run(Scenario {
+        gateway_hears_up_to_dr: Some(2),
+        ..Scenario::update(6 * 1024)
+    })
+    .await;
+    assert_device_ended(&results, DeviceStatus::Successful, &log);
+    assert!(chip.confirmed(), "the new image confirmed itself");
+    assert_eq!(joins, 1);
+    let uplinks = ether.uplink_log.borrow();
+    let (joins_sent, data): (Vec<SentUplink>, Vec<SentUplink>) =
+        uplinks.iter().partition(|uplink| uplink.join_request);
+    // The join requests stepped down from SF7 until the gateway heard one, at SF10.
+    assert_eq!(
+        joins_sent
+            .iter()
+            .map(|uplink| (uplink.data_rate, uplink.heard))
+            .collect::<Vec<_>>(),
+        vec![(5, false), (4, false), (3, false), (2, true)]
+    );
+    // Every data uplink of the session, before the update's reboot and after it (the
+    // session resumed with its data rate), went at SF10 and was heard.
+    assert!(data.len() > 10, "{} data uplinks", data.len());
+    assert!(
+        data.iter()
+            .all(|uplink| uplink.data_rate == 2 && uplink.heard),
+        "{data:?}"
+    );
+    assert_eq!(log.boots.len(), 2, "the update's reboot: {:?}", log.boots);
+    assert_within_duty_cycle(&ether.uplinks.borrow());
 }

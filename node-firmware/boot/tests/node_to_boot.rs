@@ -569,6 +569,7 @@ fn lorawan_record(dev_nonce: u16, fcnt_up: u32) -> Vec<u8> {
             app_s_key: [0x22; 16],
             fcnt_up_limit: fcnt_up,
             fcnt_down: 9,
+            data_rate: 5,
         }),
     };
     let (bytes, len) = record.encode();

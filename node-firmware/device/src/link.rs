@@ -5,7 +5,12 @@
 //!   a reboot (the MAC record saved first) ends the loop, a new fragmentation session
 //!   restarts the node on its workspace.
 //! - An image on trial that is past its deadline ends the loop (the bootloader reverts it).
-//! - Not joined: a join request, when the transmit budget allows.
+//! - Not joined: a join request, when the transmit budget allows, each at the next data
+//!   rate of `join_data_rates` (from the fastest down: a device out of the gateway's
+//!   reach at SF7 joins at the slowest one that reaches). The session's uplinks keep the
+//!   data rate its join was accepted at, across resets too: lorawan-device does not apply
+//!   the data rate of a LinkADRReq, and a device that stops being heard (unacknowledged
+//!   confirmed uplinks) joins again, from the fastest.
 //! - Within the transmit budget: the node's answers first, then the periodic application
 //!   uplink (one in `confirmed_uplink_every` confirmed: three unacknowledged in a row
 //!   mean the network forgot the session, and the device joins again).
@@ -19,7 +24,7 @@ use fuota_node::{Action, FuotaNode, Instant, NodeParts, Platform, StartReport, S
 use lorawan_device::async_device::radio::{PhyRxTx, Timer};
 use lorawan_device::async_device::{Device, Error, JoinMode, JoinResponse, SendResponse, Timings};
 use lorawan_device::default_crypto::DefaultFactory;
-use lorawan_device::region::{Configuration, Region};
+use lorawan_device::region::{Configuration, Region, DR};
 use lorawan_device::{mac, AppEui, AppKey, DevEui, Downlink, RngCore};
 
 use crate::fmt::Loggable;
@@ -75,6 +80,10 @@ pub struct LinkConfig {
     pub rejoin_after_unanswered: u32,
     /// How long an image on trial may take to hear a downlink.
     pub trial_deadline: Duration,
+    /// The data rates join requests use in turn, from the first again after each join
+    /// (fastest first, so that a device near the gateway spends little airtime). Empty:
+    /// every join request at lorawan-device's data rate.
+    pub join_data_rates: &'static [DR],
 }
 
 /// Why the link stopped: the device must reset.
@@ -122,6 +131,8 @@ pub struct Link<'a, R: PhyRxTx + Timings, T: Timer, G: RngCore, K, S> {
     radio_health: RadioHealth,
     trial_deadline: TrialDeadline,
     joined: bool,
+    /// Join requests sent since the last join (or the start): picks the data rate.
+    join_attempts: usize,
     next_app_uplink: Instant,
     app_uplinks: u32,
     unanswered_confirmed: u32,
@@ -169,14 +180,38 @@ where
                 session.fcnt_up
             );
         }
-        let budget = TransmitBudget::new(now, rng.next_u32());
-        let device = Device::new_with_session(
+        let jitter_seed = rng.next_u32();
+        let mut device = Device::new_with_session(
             Configuration::new(config.region),
             radio,
             timer,
             DevNonceRng::new(rng, dev_nonce_slot),
             saved_session,
         );
+        let session_data_rate = mac.saved_data_rate().and_then(data_rate_of_index);
+        if joined {
+            if let Some(data_rate) = session_data_rate {
+                device.set_datarate(data_rate);
+            }
+        }
+        // The duty cycle across the reset. With a session saved, the device sent no join
+        // request since (each saves the record without one first): its last frames were
+        // the session's uplinks. Otherwise they may have been join requests at any of
+        // the join data rates, or the lost session's uplinks at one of them.
+        let budget = if mac.may_have_transmitted() {
+            let slowest = session_data_rate
+                .or_else(|| {
+                    config
+                        .join_data_rates
+                        .iter()
+                        .copied()
+                        .min_by_key(|dr| *dr as u8)
+                })
+                .unwrap_or_else(|| device.get_datarate());
+            TransmitBudget::after_reset(now, jitter_seed, slowest)
+        } else {
+            TransmitBudget::new(now, jitter_seed)
+        };
         Link {
             config,
             device,
@@ -187,6 +222,7 @@ where
             radio_health: RadioHealth::default(),
             trial_deadline: TrialDeadline::new(now, config.trial_deadline),
             joined,
+            join_attempts: 0,
             next_app_uplink: now,
             app_uplinks: 0,
             unanswered_confirmed: 0,
@@ -373,6 +409,11 @@ where
             }
         };
         self.multicast.stop();
+        let rates = self.config.join_data_rates;
+        if let Some(rate) = rates.get(self.join_attempts % rates.len().max(1)) {
+            self.device.set_datarate(*rate);
+        }
+        self.join_attempts = self.join_attempts.wrapping_add(1);
         let data_rate = self.device.get_datarate();
         info!(
             "join request (DevNonce {}) at DR{}",
@@ -391,9 +432,10 @@ where
                         "joined as DevAddr {:08x}",
                         dev_addr_value(session.devaddr())
                     );
-                    self.mac.joined(session);
+                    self.mac.joined(session, data_rate as u8);
                 }
                 self.joined = true;
+                self.join_attempts = 0;
                 self.unanswered_confirmed = 0;
                 self.next_app_uplink = now;
             }
@@ -523,6 +565,29 @@ where
         self.joined = false;
         self.mac.session_lost();
     }
+}
+
+/// lorawan-device's data rate of a region's DR index.
+fn data_rate_of_index(index: u8) -> Option<DR> {
+    const DATA_RATES: [DR; 16] = [
+        DR::_0,
+        DR::_1,
+        DR::_2,
+        DR::_3,
+        DR::_4,
+        DR::_5,
+        DR::_6,
+        DR::_7,
+        DR::_8,
+        DR::_9,
+        DR::_10,
+        DR::_11,
+        DR::_12,
+        DR::_13,
+        DR::_14,
+        DR::_15,
+    ];
+    DATA_RATES.get(usize::from(index)).copied()
 }
 
 /// lorawan-device takes EUIs least significant byte first (the on-air order).

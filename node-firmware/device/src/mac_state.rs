@@ -21,7 +21,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use fuota_node::{MacRecord, MAC_RECORD_MAX_LEN};
+use fuota_node::{MacRecord, MAC_RECORD_READ_LEN};
 use lorawan_device::mac::Session;
 use lorawan_device::{AppSKey, DevAddr, NewSKey, RngCore};
 
@@ -135,31 +135,54 @@ pub enum JoinRefused {
 /// The MAC record in RAM and where it is saved.
 pub struct MacState<'a, S> {
     record: MacRecord,
+    /// False only when the store said for certain that there is no record: the device
+    /// never sent a join request (the counter is saved before each).
+    may_have_transmitted: bool,
     store: Option<S>,
     slot: &'a DevNonceSlot,
 }
 
 impl<'a, S: MacRecordStore> MacState<'a, S> {
-    /// Loads the record (a fresh device, or one whose record cannot be read, starts
-    /// from DevNonce 0 without a session). Without a store nothing survives a reset.
+    /// Loads the record. A record in a format this image does not read (a newer image's,
+    /// after a revert) still gives its DevNonce counter, without the session; a fresh
+    /// device, or one whose record is no record at all, starts from DevNonce 0. Without a
+    /// store nothing survives a reset.
     pub fn load(mut store: Option<S>, slot: &'a DevNonceSlot) -> Self {
         let mut record = MacRecord::default();
+        let mut may_have_transmitted = true;
         if let Some(store) = &mut store {
-            let mut buffer = [0u8; MAC_RECORD_MAX_LEN];
+            let mut buffer = [0u8; MAC_RECORD_READ_LEN];
             match store.load_mac_record(&mut buffer) {
-                Ok(Some(len)) => match buffer.get(..len).map(MacRecord::decode) {
-                    Some(Ok(loaded)) => record = loaded,
-                    _ => error!(
-                        "saved LoRaWAN state unreadable (damaged, or from a newer image): \
-                         DevNonce restarts at 0"
-                    ),
-                },
-                Ok(None) => info!("no saved LoRaWAN state: a fresh device"),
+                Ok(Some(len)) => {
+                    let saved = buffer.get(..len).unwrap_or(&buffer);
+                    match MacRecord::decode(saved) {
+                        Ok(loaded) => record = loaded,
+                        Err(_) => match MacRecord::salvage(saved) {
+                            Some(salvaged) => {
+                                warn!(
+                                    "saved LoRaWAN state in a format this image does not \
+                                     read (a newer image's): DevNonce continues at {}, \
+                                     the session is joined again",
+                                    salvaged.next_dev_nonce
+                                );
+                                record = salvaged;
+                            }
+                            None => {
+                                error!("saved LoRaWAN state unreadable: DevNonce restarts at 0")
+                            }
+                        },
+                    }
+                }
+                Ok(None) => {
+                    info!("no saved LoRaWAN state: a fresh device");
+                    may_have_transmitted = false;
+                }
                 Err(failure) => error!("reading the LoRaWAN state failed: {:?}", failure),
             }
         }
         MacState {
             record,
+            may_have_transmitted,
             store,
             slot,
         }
@@ -183,6 +206,17 @@ impl<'a, S: MacRecordStore> MacState<'a, S> {
         Some(session)
     }
 
+    /// Whether the device may have transmitted before this start: false only for a
+    /// device whose store holds no record (it never sent a join request).
+    pub fn may_have_transmitted(&self) -> bool {
+        self.may_have_transmitted
+    }
+
+    /// The data rate (the region's DR index) of the saved session's uplinks.
+    pub fn saved_data_rate(&self) -> Option<u8> {
+        self.record.session.map(|session| session.data_rate)
+    }
+
     /// Before a join request: advances and saves the DevNonce counter and arms the RNG
     /// for the request's draw.
     pub fn before_join(&mut self) -> Result<u16, JoinRefused> {
@@ -201,12 +235,14 @@ impl<'a, S: MacRecordStore> MacState<'a, S> {
         self.slot.disarm();
     }
 
-    /// A join was accepted: saves the new session.
-    pub fn joined(&mut self, session: &Session) {
+    /// A join was accepted at `data_rate` (the region's DR index): saves the new session,
+    /// whose uplinks keep that data rate.
+    pub fn joined(&mut self, session: &Session, data_rate: u8) {
         self.record.joined(
             dev_addr_value(session.devaddr()),
             session.newskey().inner().0,
             session.appskey().inner().0,
+            data_rate,
         );
         self.save();
     }

@@ -12,6 +12,11 @@
 //!   time stretched by up to half again at random so that devices that lost power together
 //!   do not retry in lockstep.
 //!
+//! - Across a reset: the clock starts again at 0, so the device cannot tell how long ago
+//!   it last transmitted. A device that may have transmitted before waits, from its start,
+//!   the off time of the longest frame the region allows at the slowest data rate it may
+//!   have used ([`TransmitBudget::after_reset`]).
+//!
 //! Airtime is computed for the frame's worst case (full FOpts) at the data rate in use,
 //! rounded up to the millisecond.
 use fuota_node::Instant;
@@ -44,6 +49,16 @@ impl TransmitBudget {
             first_join_attempt: None,
             jitter: XorShift32(jitter_seed | 1),
         }
+    }
+
+    /// A budget at a start after which the device may have transmitted, at `data_rate`
+    /// or faster, just before: the next transmission waits the off time of the longest
+    /// frame at `data_rate`.
+    pub fn after_reset(now: Instant, jitter_seed: u32, data_rate: DR) -> Self {
+        let longest_us = airtime_us(data_rate, eu868_max_phy_payload(data_rate));
+        let mut budget = Self::new(now, jitter_seed);
+        budget.next_transmission = now.plus_millis(off_time_ms(longest_us, 100));
+        budget
     }
 
     /// Earliest instant of the next transmission.
@@ -85,6 +100,16 @@ impl TransmitBudget {
 /// whole milliseconds rounded up.
 fn off_time_ms(airtime_us: u64, divisor: u64) -> u64 {
     (airtime_us * (divisor - 1)).div_ceil(1_000)
+}
+
+/// The largest PHYPayload at an EU868 data rate (RP002-1.0.x: the MACPayload's M,
+/// 59, 123 or 250 bytes, plus MHDR and MIC).
+fn eu868_max_phy_payload(data_rate: DR) -> usize {
+    match data_rate as u8 {
+        0..=2 => 59 + 5,
+        3 => 123 + 5,
+        _ => 250 + 5,
+    }
 }
 
 /// Time on air, µs, of a `phy_payload_len`-byte uplink at an EU868 data rate. Data rates

@@ -126,7 +126,7 @@ fn a_restored_session_starts_past_every_frame_counter_used_before_the_reset() {
     let mut mac = MacState::load(Some(store.clone()), &slot);
     mac.before_join().unwrap();
     mac.after_join_request();
-    mac.joined(&session(0x2601_0042, 0, 0));
+    mac.joined(&session(0x2601_0042, 0, 0), 3);
     let mut used = 0;
     for fcnt_up in 0..100 {
         mac.before_uplink(&session(0x2601_0042, fcnt_up, 7));
@@ -153,6 +153,11 @@ fn a_restored_session_starts_past_every_frame_counter_used_before_the_reset() {
     );
     assert_eq!(restored.fcnt_down, 9);
     assert_eq!(restored.newskey().inner().0, [1; 16]);
+    assert_eq!(
+        MacState::load(Some(store.clone()), &slot).saved_data_rate(),
+        Some(3),
+        "the uplinks go on at the data rate the join was accepted at"
+    );
 
     // A lost session is not resumed.
     let mut mac = MacState::load(Some(store.clone()), &slot);
@@ -161,12 +166,21 @@ fn a_restored_session_starts_past_every_frame_counter_used_before_the_reset() {
 }
 
 #[test]
-fn a_damaged_record_starts_a_fresh_device_instead_of_failing() {
-    let store = RamStore(Rc::new(RefCell::new(Some(vec![0xEE; 5]))));
-    let slot = DevNonceSlot::new();
-    let mut mac = MacState::load(Some(store), &slot);
-    assert!(mac.saved_session().is_none());
-    assert_eq!(mac.before_join(), Ok(0));
+fn a_record_in_a_format_this_image_does_not_read_keeps_its_dev_nonce_counter() {
+    let load = |bytes: Vec<u8>| {
+        let slot = DevNonceSlot::new();
+        let mut mac = MacState::load(Some(RamStore(Rc::new(RefCell::new(Some(bytes))))), &slot);
+        (mac.saved_session().is_none(), mac.before_join())
+    };
+    // A newer image's record (version 2, with a session and more), found after a revert
+    // to this image: the counter goes on (a restart at 0 would be refused by the network
+    // for good), the session is joined again.
+    let mut newer = vec![2, 0x07, 0x10, 0x02];
+    newer.extend_from_slice(&[0x5a; 60]);
+    assert_eq!(load(newer), (true, Ok(0x0210)));
+    // What is no record at all starts a fresh device instead of failing.
+    assert_eq!(load(vec![0xFF; 5]), (true, Ok(0)));
+    assert_eq!(load(vec![0x01, 0x00]), (true, Ok(0)));
 }
 
 #[test]
@@ -189,6 +203,27 @@ fn an_uplink_is_followed_by_99_times_its_airtime() {
         budget.next_transmission().millis_since(start),
         (airtime * 99).div_ceil(1_000)
     );
+}
+
+#[test]
+fn after_a_reset_the_first_transmission_waits_out_the_longest_frame_before_it() {
+    // The clock restarted: the frame just before the reset may have been the longest
+    // the region allows at the data rate the device used (64 bytes at SF10).
+    let start = Instant::from_secs(3);
+    let budget = TransmitBudget::after_reset(start, 7, DR::_2);
+    let longest = airtime_us(DR::_2, 64);
+    assert!(longest > airtime_us(DR::_2, DATA_UPLINK_OVERHEAD + 4));
+    assert_eq!(
+        budget.next_transmission().millis_since(start),
+        (longest * 99).div_ceil(1_000)
+    );
+    // Faster data rates allow longer frames (255 bytes at SF7) but still owe less.
+    let at_sf7 = TransmitBudget::after_reset(start, 7, DR::_5);
+    assert_eq!(
+        at_sf7.next_transmission().millis_since(start),
+        (airtime_us(DR::_5, 255) * 99).div_ceil(1_000)
+    );
+    assert!(at_sf7.next_transmission() < budget.next_transmission());
 }
 
 #[test]

@@ -94,7 +94,7 @@ pub use fragment_store::{ResumeSummary, SessionMemoryError};
 pub use fragmentation::{FragmentationProgress, FragmentationStats, MicCheck};
 pub use mac_record::{
     DevNoncesExhausted, MacRecord, MacRecordError, MacSession, FCNT_UP_RESERVATION,
-    MAC_RECORD_MAX_LEN,
+    MAC_RECORD_MAX_LEN, MAC_RECORD_READ_LEN,
 };
 pub use multicast::reception::{MulticastDrop, MAX_PHY_PAYLOAD};
 pub use multicast::GroupInfo;

@@ -16,6 +16,10 @@
 //!   ([`MacRecord::reserve_uplink`]); a restored session starts at the reserved limit,
 //!   so no FCntUp is used twice without a flash write per uplink.
 //!
+//! - **Data rate.** The session's uplinks keep the data rate its join was accepted at
+//!   (the network server does no ADR the device follows), so a device far from the
+//!   gateway is still heard after a reset.
+//!
 //! # Format (version 1, little-endian; the store adds its own CRC)
 //!
 //! ```text
@@ -27,7 +31,14 @@
 //! 24..40   AppSKey
 //! 40..44   FCntUp limit: the next FCntUp after a restore (u32)
 //! 44..48   FCntDown last accepted (u32)
+//! 48       uplink data rate (the region's DR index)
 //! ```
+//!
+//! Bytes 0..4 keep this meaning in every later version, and a later version's record is
+//! at most [`MAC_RECORD_READ_LEN`] bytes long. An image that finds a record it
+//! cannot read (one a newer image wrote, before a revert to this one) still continues the
+//! DevNonce counter from it ([`MacRecord::salvage`]) and joins again: a counter
+//! restarted at 0 would be refused by the network server for good.
 
 /// Format version written in byte 0.
 const FORMAT_VERSION: u8 = 1;
@@ -36,7 +47,11 @@ const FLAG_SESSION: u8 = 0x01;
 /// Length of a record without a session.
 const LEN_WITHOUT_SESSION: usize = 4;
 /// Length of a record with a session; the largest a record gets.
-pub const MAC_RECORD_MAX_LEN: usize = 48;
+pub const MAC_RECORD_MAX_LEN: usize = 49;
+/// The buffer a record is read into: room for what later versions add.
+pub const MAC_RECORD_READ_LEN: usize = 128;
+/// The value of an erased flash byte: never a format version.
+const ERASED: u8 = 0xFF;
 
 /// FCntUp values reserved by one save: a restored session starts up to this far ahead
 /// of the last uplink, and the record is written once per this many uplinks.
@@ -56,6 +71,8 @@ pub struct MacSession {
     pub fcnt_up_limit: u32,
     /// The last FCntDown the device accepted (a restored session refuses older ones).
     pub fcnt_down: u32,
+    /// The data rate (the region's DR index) the session's uplinks use.
+    pub data_rate: u8,
 }
 
 /// The firmware's persistent MAC state.
@@ -101,6 +118,7 @@ impl MacRecord {
         bytes[24..40].copy_from_slice(&session.app_s_key);
         bytes[40..44].copy_from_slice(&session.fcnt_up_limit.to_le_bytes());
         bytes[44..48].copy_from_slice(&session.fcnt_down.to_le_bytes());
+        bytes[48] = session.data_rate;
         (bytes, MAC_RECORD_MAX_LEN)
     }
 
@@ -144,8 +162,24 @@ impl MacRecord {
                 app_s_key: key(20),
                 fcnt_up_limit: word(36),
                 fcnt_down: word(40),
+                data_rate: fields[44],
             }),
         })
+    }
+
+    /// What an image keeps of a record [`MacRecord::decode`] refused: the DevNonce
+    /// counter (bytes 2..4 in every version), without the session. `None` when the bytes
+    /// are no record at all (too short, version 0 or erased flash).
+    pub fn salvage(bytes: &[u8]) -> Option<Self> {
+        match *bytes {
+            [version, _, nonce_low, nonce_high, ..] if version != 0 && version != ERASED => {
+                Some(MacRecord {
+                    next_dev_nonce: u16::from_le_bytes([nonce_low, nonce_high]),
+                    session: None,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The DevNonce for the join request about to be sent: the counter is advanced and
@@ -158,15 +192,23 @@ impl MacRecord {
         Ok(nonce)
     }
 
-    /// A join was accepted: the new session starts at FCntUp 0, with the first
-    /// reservation made. Save the record before the first uplink.
-    pub fn joined(&mut self, dev_addr: u32, nwk_s_key: [u8; 16], app_s_key: [u8; 16]) {
+    /// A join was accepted at `data_rate`: the new session starts at FCntUp 0, with the
+    /// first reservation made, its uplinks at that data rate. Save the record before the
+    /// first uplink.
+    pub fn joined(
+        &mut self,
+        dev_addr: u32,
+        nwk_s_key: [u8; 16],
+        app_s_key: [u8; 16],
+        data_rate: u8,
+    ) {
         self.session = Some(MacSession {
             dev_addr,
             nwk_s_key,
             app_s_key,
             fcnt_up_limit: FCNT_UP_RESERVATION,
             fcnt_down: 0,
+            data_rate,
         });
     }
 
@@ -209,7 +251,7 @@ mod tests {
             next_dev_nonce: 7,
             session: None,
         };
-        record.joined(0x2601_0001, [0x11; 16], [0x22; 16]);
+        record.joined(0x2601_0001, [0x11; 16], [0x22; 16], 3);
         record
     }
 
@@ -231,6 +273,7 @@ mod tests {
         assert_eq!(session.fcnt_up_limit, 128);
         assert_eq!(session.fcnt_down, 9);
         assert_eq!(session.app_s_key, [0x22; 16]);
+        assert_eq!(session.data_rate, 3);
     }
 
     #[test]
@@ -261,6 +304,32 @@ mod tests {
             MacRecord::decode(&[0xFF; MAC_RECORD_MAX_LEN]),
             Err(MacRecordError::UnknownVersion(0xFF))
         );
+    }
+
+    #[test]
+    fn a_record_this_image_cannot_read_still_gives_its_dev_nonce_counter() {
+        let (bytes, len) = joined_record().encode();
+        let counter_only = MacRecord {
+            next_dev_nonce: 7,
+            session: None,
+        };
+        // A newer image's record (after a revert), longer and with flags this one does
+        // not know: the counter goes on, the session is dropped (the device joins again).
+        let mut newer = [0u8; 64];
+        newer[..len].copy_from_slice(&bytes[..len]);
+        newer[0] = 2;
+        newer[1] = 0x83;
+        assert!(MacRecord::decode(&newer).is_err());
+        assert_eq!(MacRecord::salvage(&newer), Some(counter_only));
+        let mut flagged = bytes;
+        flagged[1] |= 0x80;
+        assert_eq!(MacRecord::salvage(&flagged[..len]), Some(counter_only));
+        // A session record cut short (an earlier layout) keeps its counter too.
+        assert_eq!(MacRecord::salvage(&bytes[..len - 1]), Some(counter_only));
+        // Nothing to salvage from what is no record.
+        assert_eq!(MacRecord::salvage(&bytes[..3]), None);
+        assert_eq!(MacRecord::salvage(&[0xFF; MAC_RECORD_MAX_LEN]), None);
+        assert_eq!(MacRecord::salvage(&[0; MAC_RECORD_MAX_LEN]), None);
     }
 
     #[test]

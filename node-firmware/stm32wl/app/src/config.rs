@@ -8,7 +8,7 @@
 use core::time::Duration;
 
 use fuota_device::{Credentials, LinkConfig, ProvisioningRecord, DEFAULT_TRIAL_DEADLINE};
-use lorawan_device::region::Region;
+use lorawan_device::region::{Region, DR};
 
 /// The placeholder identity of a bench image (`bench-credentials`), if this is one.
 pub fn bench_credentials() -> Option<ProvisioningRecord> {
@@ -53,6 +53,11 @@ pub const REJOIN_AFTER_UNANSWERED: u32 = 3;
 /// `fuota_device::mac_state` for what a restored session does not keep).
 pub const RESUME_SESSION_AFTER_RESET: bool = true;
 
+/// The data rates join requests try in turn (EU868: SF7 down to SF12), from the first
+/// again after each join; the session's uplinks keep the one its join was accepted at.
+/// One round costs about 3 s of airtime, so the join backoff's first hour allows a dozen.
+pub const JOIN_DATA_RATES: &[DR] = &[DR::_5, DR::_4, DR::_3, DR::_2, DR::_1, DR::_0];
+
 /// Hardware version of this board (TS006 HWVersion); an image built for another
 /// (its protected TLV 0xa0) is refused before it is installed.
 pub const HARDWARE_VERSION: u32 = 0x0001_0000;
@@ -81,5 +86,6 @@ pub fn link_config(credentials: Credentials) -> LinkConfig {
         confirmed_uplink_every: CONFIRMED_UPLINK_EVERY,
         rejoin_after_unanswered: REJOIN_AFTER_UNANSWERED,
         trial_deadline: DEFAULT_TRIAL_DEADLINE,
+        join_data_rates: JOIN_DATA_RATES,
     }
 }
