@@ -61,6 +61,8 @@ const JOIN_EUI: u64 = 0x70b3_d57e_d00f_0000;
 const APP_KEY: [u8; 16] = [0x5a; 16];
 const GEN_APP_KEY: [u8; 16] = [0x6b; 16];
 const GATEWAY: u64 = 0x0016_c001_ff10_0001;
+/// The campaign's multicast channel: EU868's RX2 frequency, the agent's default.
+const MULTICAST_FREQUENCY_HZ: u32 = 869_525_000;
 /// How long the receiver waits for a preamble after a single window opens.
 const RX_WINDOW_US: u64 = 30_000;
 
@@ -86,6 +88,8 @@ struct Ether {
     multicast_loss_every: u64,
     multicast_heard: Cell<u64>,
     multicast_lost: Cell<u64>,
+    /// Start of every multicast frame the device heard, virtual µs.
+    multicast_heard_at_us: RefCell<Vec<u64>>,
     /// Every uplink the device transmitted: (start, end), virtual µs.
     uplinks: RefCell<Vec<(u64, u64)>>,
     /// The gateway hears the device's uplinks only up to this data rate (the device's
@@ -120,6 +124,30 @@ impl Ether {
             common::spreading_factor(modulation.sf),
             modulation.bw.hz(),
         )
+    }
+
+    /// Start of every frame the gateway sent on the campaign's multicast channel
+    /// (869.525 MHz, DR5), virtual µs.
+    fn multicast_frames_sent_at_us(&self) -> Vec<u64> {
+        self.frames
+            .borrow()
+            .iter()
+            .filter(|frame| frame.frequency_hz == MULTICAST_FREQUENCY_HZ && frame.data_rate == 5)
+            .map(|frame| frame.start_us)
+            .collect()
+    }
+
+    /// Multicast frames sent between the first and the last the device heard that it
+    /// did not hear: the radio was elsewhere (an uplink, its RX windows, a reset).
+    fn multicast_frames_missed_mid_session(&self) -> Vec<u64> {
+        let heard = self.multicast_heard_at_us.borrow();
+        let (Some(first), Some(last)) = (heard.first(), heard.last()) else {
+            return Vec::new();
+        };
+        self.multicast_frames_sent_at_us()
+            .into_iter()
+            .filter(|at| (first..=last).contains(&at) && !heard.contains(at))
+            .collect()
     }
 
     fn hears(&self, frame: &Transmission, config: &RxConfig) -> bool {
@@ -234,6 +262,10 @@ impl PhyRxTx for SimRadio {
             };
             self.ether.sleep_until_us(frame.end_us).await;
             self.last_delivered_us = Some(frame.start_us);
+            self.ether
+                .multicast_heard_at_us
+                .borrow_mut()
+                .push(frame.start_us);
             let heard = self.ether.multicast_heard.get() + 1;
             self.ether.multicast_heard.set(heard);
             if heard.is_multiple_of(self.ether.multicast_loss_every) {
@@ -379,7 +411,7 @@ struct DeviceLog {
     multicast_delivered: Vec<(u64, u64)>,
 }
 
-fn link_config(resume_session_after_reset: bool) -> LinkConfig {
+fn link_config(scenario: &Scenario) -> LinkConfig {
     LinkConfig {
         credentials: Credentials {
             dev_eui: DEV_EUI.to_be_bytes(),
@@ -387,9 +419,9 @@ fn link_config(resume_session_after_reset: bool) -> LinkConfig {
             app_key: APP_KEY,
         },
         region: lorawan_device::region::Region::EU868,
-        resume_session_after_reset,
+        resume_session_after_reset: scenario.resume_session,
         uplink_fport: 1,
-        uplink_period: Duration::from_secs(120),
+        uplink_period: scenario.uplink_period,
         confirmed_uplink_every: 12,
         rejoin_after_unanswered: 3,
         trial_deadline: Duration::from_secs(30 * 60),
@@ -422,6 +454,8 @@ struct Scenario {
     radio_wedged_after_multicast_frames: Option<u64>,
     /// The gateway hears the device only up to this data rate.
     gateway_hears_up_to_dr: Option<u8>,
+    /// Time between the firmware's periodic uplinks.
+    uplink_period: Duration,
 }
 
 impl Scenario {
@@ -438,6 +472,7 @@ impl Scenario {
             power_cut_after_multicast_frames: None,
             radio_wedged_after_multicast_frames: None,
             gateway_hears_up_to_dr: None,
+            uplink_period: Duration::from_secs(120),
         }
     }
 
@@ -484,7 +519,7 @@ async fn run_device(
             last_delivered_us: None,
         };
         let mut link = Link::new(
-            link_config(scenario.resume_session),
+            link_config(&scenario),
             radio,
             SimTimer {
                 reference: tokio::time::Instant::now(),
@@ -710,6 +745,7 @@ async fn run(scenario: Scenario) -> Run {
         multicast_loss_every: 10,
         multicast_heard: Cell::new(0),
         multicast_lost: Cell::new(0),
+        multicast_heard_at_us: RefCell::new(Vec::new()),
         uplinks: RefCell::new(Vec::new()),
         gateway_hears_up_to_dr: scenario.gateway_hears_up_to_dr,
         uplink_log: RefCell::new(Vec::new()),
@@ -737,9 +773,10 @@ async fn run(scenario: Scenario) -> Run {
     let log = log.take();
     assert_off_times_kept(&ether.uplinks.borrow());
     eprintln!(
-        "campaign over in {} virtual s: {results:?}; {} uplinks, {} multicast frames heard, {} lost; {:?}",
+        "campaign over in {} virtual s: {results:?}; {} uplinks, {} multicast frames sent, {} heard, {} lost; {:?}",
         started.elapsed().as_secs(),
         ether.uplinks.borrow().len(),
+        ether.multicast_frames_sent_at_us().len(),
         ether.multicast_heard.get(),
         ether.multicast_lost.get(),
         log
@@ -770,6 +807,10 @@ async fn the_firmware_link_joins_downloads_installs_and_confirms_an_update_from_
     assert!(
         ether.multicast_lost.get() > 0,
         "the FEC had something to do"
+    );
+    assert_eq!(
+        ether.multicast_frames_missed_mid_session(),
+        Vec::<u64>::new()
     );
     // Factory image, then the update on trial (what became of it is recorded once it
     // confirms or is reverted); the link confirmed it on its first downlink.
@@ -1109,4 +1150,32 @@ async fn a_device_the_gateway_hears_only_at_sf10_joins_there_and_updates_at_that
     );
     assert_eq!(log.boots.len(), 2, "the update's reboot: {:?}", log.boots);
     assert_within_duty_cycle(&ether.uplinks.borrow());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_periodic_uplink_waits_while_the_multicast_session_runs() {
+    // An uplink every 10 s: without the wait, several would fall in the session, each
+    // taking the radio off the multicast channel for its RX windows.
+    let Run {
+        results,
+        log,
+        ether,
+        ..
+    } = run(Scenario {
+        uplink_period: Duration::from_secs(10),
+        ..Scenario::update(12 * 1024)
+    })
+    .await;
+    assert_device_ended(&results, DeviceStatus::Successful, &log);
+    let heard = ether.multicast_heard_at_us.borrow().clone();
+    assert!(heard.len() > 50, "{} multicast frames heard", heard.len());
+    assert_eq!(
+        ether.multicast_frames_missed_mid_session(),
+        Vec::<u64>::new()
+    );
+    // The periodic uplinks went on before the session and after it.
+    let (first, last) = (heard[0], heard[heard.len() - 1]);
+    let uplinks = ether.uplinks.borrow();
+    assert!(uplinks.iter().filter(|(start, _)| *start < first).count() > 10);
+    assert!(uplinks.iter().filter(|(start, _)| *start > last).count() > 10);
 }

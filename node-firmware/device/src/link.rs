@@ -13,7 +13,9 @@
 //!   confirmed uplinks) joins again, from the fastest.
 //! - Within the transmit budget: the node's answers first, then the periodic application
 //!   uplink (one in `confirmed_uplink_every` confirmed: three unacknowledged in a row
-//!   mean the network forgot the session, and the device joins again).
+//!   mean the network forgot the session, and the device joins again). The periodic
+//!   uplink waits while a Class C session runs: each uplink and its RX windows take the
+//!   radio off the multicast channel for seconds, and fragments sent meanwhile are lost.
 //! - Otherwise the radio listens on the multicast channel (when a Class C session runs)
 //!   until the next thing is due.
 
@@ -43,6 +45,9 @@ pub const DOWNLINK_QUEUE_LEN: usize = 3;
 pub const MAX_CONSECUTIVE_RADIO_FAILURES: u32 = 5;
 /// How long the node is left alone after it had an uplink due but nothing to say.
 const NODE_QUIET_RETRY_MS: u64 = 1_000;
+/// The longest the loop sleeps when nothing is due (a Class C session whose end the
+/// node did not schedule).
+const IDLE_WAKEUP_MS: u64 = 3_600_000;
 /// How long the device waits before asking again when it may not join at all.
 const JOIN_REFUSED_RETRY_MS: u64 = 3_600_000;
 
@@ -330,7 +335,7 @@ where
                     }
                     self.node_quiet_until = now.plus_millis(NODE_QUIET_RETRY_MS);
                 }
-                if now >= self.next_app_uplink {
+                if now >= self.next_app_uplink && !self.multicast.in_session() {
                     self.send_app_uplink(node).await;
                     continue;
                 }
@@ -364,10 +369,15 @@ where
     }
 
     /// When the loop must look again: the node's next action or (within the transmit
-    /// budget) uplink, the next periodic uplink, the trial deadline.
+    /// budget) uplink, the next periodic uplink (not during a Class C session: the
+    /// session's end is a node action), the trial deadline.
     fn next_wakeup<P: Platform>(&self, node: &FuotaNode<'_, P>) -> Instant {
         let transmit_from = self.budget.next_transmission();
-        let mut wake = self.next_app_uplink.max(transmit_from);
+        let mut wake = if self.multicast.in_session() {
+            self.clock.now().plus_millis(IDLE_WAKEUP_MS)
+        } else {
+            self.next_app_uplink.max(transmit_from)
+        };
         if let Some(at) = node.next_uplink_at() {
             wake = wake.min(at.max(transmit_from).max(self.node_quiet_until));
         }
