@@ -61,8 +61,19 @@ const JOIN_EUI: u64 = 0x70b3_d57e_d00f_0000;
 const APP_KEY: [u8; 16] = [0x5a; 16];
 const GEN_APP_KEY: [u8; 16] = [0x6b; 16];
 const GATEWAY: u64 = 0x0016_c001_ff10_0001;
-/// The campaign's multicast channel: EU868's RX2 frequency, the agent's default.
-const MULTICAST_FREQUENCY_HZ: u32 = 869_525_000;
+/// The campaign's multicast channel unless a scenario says otherwise: EU868's RX2
+/// frequency (the agent's default) at DR5 (RX2 is DR0).
+const MULTICAST_CHANNEL: MulticastChannel = MulticastChannel {
+    frequency_hz: 869_525_000,
+    data_rate: 5,
+};
+
+/// Where the campaign's multicast frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MulticastChannel {
+    frequency_hz: u32,
+    data_rate: u8,
+}
 /// How long the receiver waits for a preamble after a single window opens.
 const RX_WINDOW_US: u64 = 30_000;
 
@@ -90,6 +101,8 @@ struct Ether {
     multicast_lost: Cell<u64>,
     /// Start of every multicast frame the device heard, virtual µs.
     multicast_heard_at_us: RefCell<Vec<u64>>,
+    /// The campaign's multicast channel.
+    multicast_channel: MulticastChannel,
     /// Every uplink the device transmitted: (start, end), virtual µs.
     uplinks: RefCell<Vec<(u64, u64)>>,
     /// The gateway hears the device's uplinks only up to this data rate (the device's
@@ -126,13 +139,16 @@ impl Ether {
         )
     }
 
-    /// Start of every frame the gateway sent on the campaign's multicast channel
-    /// (869.525 MHz, DR5), virtual µs.
+    /// Start of every frame the gateway sent on the campaign's multicast channel,
+    /// virtual µs.
     fn multicast_frames_sent_at_us(&self) -> Vec<u64> {
+        let channel = self.multicast_channel;
         self.frames
             .borrow()
             .iter()
-            .filter(|frame| frame.frequency_hz == MULTICAST_FREQUENCY_HZ && frame.data_rate == 5)
+            .filter(|frame| {
+                frame.frequency_hz == channel.frequency_hz && frame.data_rate == channel.data_rate
+            })
             .map(|frame| frame.start_us)
             .collect()
     }
@@ -456,6 +472,8 @@ struct Scenario {
     gateway_hears_up_to_dr: Option<u8>,
     /// Time between the firmware's periodic uplinks.
     uplink_period: Duration,
+    /// The campaign's multicast channel.
+    multicast_channel: MulticastChannel,
 }
 
 impl Scenario {
@@ -473,6 +491,7 @@ impl Scenario {
             radio_wedged_after_multicast_frames: None,
             gateway_hears_up_to_dr: None,
             uplink_period: Duration::from_secs(120),
+            multicast_channel: MULTICAST_CHANNEL,
         }
     }
 
@@ -596,7 +615,8 @@ struct Setup {
     campaign_id: Option<fuota_agent::campaign::CampaignId>,
 }
 
-fn setup(image_body: usize, campaign: bool) -> Setup {
+fn setup(scenario: &Scenario) -> Setup {
+    let (image_body, campaign) = (scenario.image_body, scenario.campaign);
     let directory = tempfile::tempdir().unwrap();
     let database = directory.path().join("agent.db");
     let images = directory.path().join("images");
@@ -657,7 +677,8 @@ fn setup(image_body: usize, campaign: bool) -> Setup {
         },
         delivery: DeliveryChoice::Multicast,
         overrides: ParameterOverrides {
-            data_rate: Some(5),
+            data_rate: Some(scenario.multicast_channel.data_rate),
+            frequency_hz: Some(scenario.multicast_channel.frequency_hz),
             ..ParameterOverrides::default()
         },
     };
@@ -727,7 +748,7 @@ async fn run(scenario: Scenario) -> Run {
         chip,
         trust,
         campaign_id,
-    } = setup(scenario.image_body, scenario.campaign);
+    } = setup(&scenario);
     let micros = |at: Duration| at.as_micros() as u64;
     let ether = Rc::new(Ether {
         clock,
@@ -746,6 +767,7 @@ async fn run(scenario: Scenario) -> Run {
         multicast_heard: Cell::new(0),
         multicast_lost: Cell::new(0),
         multicast_heard_at_us: RefCell::new(Vec::new()),
+        multicast_channel: scenario.multicast_channel,
         uplinks: RefCell::new(Vec::new()),
         gateway_hears_up_to_dr: scenario.gateway_hears_up_to_dr,
         uplink_log: RefCell::new(Vec::new()),
@@ -1113,7 +1135,13 @@ async fn a_reset_for_a_wedged_radio_keeps_every_fragment_received() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_device_the_gateway_hears_only_at_sf10_joins_there_and_updates_at_that_data_rate() {
+async fn a_device_the_gateway_hears_only_at_sf10_joins_there_and_updates_on_another_channel() {
+    // The multicast session on neither RX2's frequency nor its data rate, nor the
+    // device's uplink data rate: 868.3 MHz at DR3.
+    let channel = MulticastChannel {
+        frequency_hz: 868_300_000,
+        data_rate: 3,
+    };
     let Run {
         results,
         log,
@@ -1123,10 +1151,17 @@ async fn a_device_the_gateway_hears_only_at_sf10_joins_there_and_updates_at_that
         ..
     } = run(Scenario {
         gateway_hears_up_to_dr: Some(2),
+        multicast_channel: channel,
         ..Scenario::update(6 * 1024)
     })
     .await;
     assert_device_ended(&results, DeviceStatus::Successful, &log);
+    let heard = ether.multicast_heard_at_us.borrow().len();
+    assert!(heard > 20, "{heard} multicast frames heard on {channel:?}");
+    assert_eq!(
+        ether.multicast_frames_missed_mid_session(),
+        Vec::<u64>::new()
+    );
     assert!(chip.confirmed(), "the new image confirmed itself");
     assert_eq!(joins, 1);
     let uplinks = ether.uplink_log.borrow();
