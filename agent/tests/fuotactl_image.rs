@@ -2,8 +2,11 @@
 //! and JSON output, exit codes (0 ok, 1 refused, 2 usage/file errors), and no output
 //! file left behind when signing fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{fuotactl, text};
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -12,17 +15,6 @@ const FIXTURES: &str = concat!(
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)
-}
-
-fn fuotactl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fuotactl"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn path(path: &Path) -> &str {

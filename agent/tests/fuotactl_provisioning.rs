@@ -2,21 +2,14 @@
 //! agent imports in, one OTP record per device out, read back the way the STM32WL
 //! firmware reads it; a wrong row refuses the whole file and writes nothing.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use fuota_device::{ProvisioningRecord, PROVISIONING_RECORD_LEN};
 
-fn fuotactl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fuotactl"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{fuotactl, text};
 
 const HEADER: &str = "dev_eui,join_eui,mac_version,app_key,gen_app_key,hardware_version\n";
 const FIRST: &str = "70B3D57ED0000001,70B3D57ED0000000,1.0.4,\

@@ -1,11 +1,12 @@
 //! Helpers the agent's integration tests share: a registered OTAA device, a JoinRequest
 //! built with the `lorawan` crate (the device side), the EU868 service settings, a
-//! packet-forwarder transport on loopback, and the LoRa data rate names of
-//! lorawan-device's radio parameters.
+//! packet-forwarder transport on loopback, the LoRa data rate names of
+//! lorawan-device's radio parameters, and `fuotactl` run as a technician runs it.
 //!
 //! Include it with `mod common;` (each test binary uses a part of it).
 #![allow(dead_code)]
 
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,4 +101,17 @@ pub fn spreading_factor(sf: lora_modulation::SpreadingFactor) -> u8 {
 /// The Semtech UDP `datr` of a LoRa modulation: `SF7BW125`.
 pub fn lora_datr(sf: lora_modulation::SpreadingFactor, bw: lora_modulation::Bandwidth) -> String {
     format!("SF{}BW{}", spreading_factor(sf), bw.hz() / 1000)
+}
+
+/// Runs the built `fuotactl` with `args`.
+pub fn fuotactl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fuotactl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
